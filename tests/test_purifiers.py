@@ -1,0 +1,33 @@
+import jax
+import numpy as np
+import pytest
+
+from vqdefense_jax import split as split_lib
+from vqdefense_jax.errors import VQDefenseError
+from vqdefense_jax.models import VQVAE
+from vqdefense_jax.purifiers import PURIFIERS, make_purifier
+
+
+def test_purifiers_apply_their_models_in_the_documented_order():
+  model = VQVAE(channels=8, embedding_dim=8, k_max=6)
+  x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 1))
+  nv = model.init(jax.random.key(1), x, 6)
+  sv = model.init(jax.random.key(2), split_lib.split(x, 2), 6)
+  r_n = lambda v: model.reconstruct(nv, v)
+  r_s = lambda v: split_lib.merge(model.reconstruct(sv, split_lib.split(v, 2)), 2)
+  expected = {"none": x, "no_split": r_n(x), "split": r_s(x), "vae_to_split": r_n(r_s(x)),
+              "split_to_vae": r_s(r_n(x))}
+  out = {p: make_purifier(p, model, model, 2)(nv, sv, x) for p in PURIFIERS}
+  for p in PURIFIERS:
+    np.testing.assert_allclose(out[p], expected[p], rtol=1e-5, atol=1e-6)
+  assert not np.allclose(out["vae_to_split"], out["split_to_vae"])  # the order matters
+
+
+def test_unknown_purifier_is_an_error():
+  with pytest.raises(VQDefenseError, match="unknown purifier"):
+    make_purifier("denoise", VQVAE(), VQVAE(), 2)
+
+
+def test_equal_purifiers_hash_equal_so_jit_reuses_the_compilation():
+  assert make_purifier("split", VQVAE(), VQVAE(), 2) == make_purifier("split", VQVAE(), VQVAE(), 2)
+  assert hash(make_purifier("split", VQVAE(), VQVAE(), 2)) == hash(make_purifier("split", VQVAE(), VQVAE(), 2))
