@@ -1,0 +1,171 @@
+"""End to end through train.py / evaluate.py on the tiny config, and every bad input the CLI must reject."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import evaluate
+import train
+from vqdefense_jax import config as config_lib
+from vqdefense_jax import data as data_lib
+from vqdefense_jax import evaluation, experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_FILES = ("results.json", "results.csv", "accuracy_vs_eps.png", "reconstructions.png")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """Train the tiny config once for the tests of this module."""
+  from conftest import synthetic_mnist
+  root = tmp_path_factory.mktemp("e2e")
+  (root / "data").mkdir()
+  np.savez(root / "data" / "mnist_uint8.npz", **synthetic_mnist())
+  cfg = root / "tiny.py"
+  cfg.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\nfrom conftest import tiny\n"
+                 f"def get_config():\n  return tiny({str(root / 'data')!r})\n")
+  workdir = str(root / "run")
+  assert train.main(["--config", str(cfg), "--workdir", workdir]) == 0
+  return str(cfg), workdir
+
+
+def _one_line_error(capsys):
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and err[0].startswith("error: "), err
+  return err[0]
+
+
+def test_train_writes_config_metrics_and_checkpoints(trained):
+  cfg, workdir = trained
+  c = config_lib.load_config(cfg)
+  assert json.load(open(os.path.join(workdir, "config.json")))["vqvae"]["codebook_sizes"] == [4, 6]
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
+  models = {r["model"] for r in rows}
+  assert {"classifier", "vqvae_no_split_K4", "vqvae_no_split_K6", "vqvae_split_K4", "vqvae_split_K6"} <= models
+  assert all("perplexity" in r and "dead_code_share" in r for r in rows if r["model"].startswith("vqvae"))
+  ckpts = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+  assert ckpts == ["classifier", "vqvae_no_split_K4", "vqvae_no_split_K6", "vqvae_split_K4", "vqvae_split_K6"]
+  test_acc = [r["test_accuracy"] for r in rows if r["model"] == "classifier" and "test_accuracy" in r]
+  assert test_acc[-1] > 0.5  # the synthetic classes are easy: training really trained
+  del c
+
+
+def test_evaluate_writes_consistent_results_and_figures(trained, capsys):
+  cfg, workdir = trained
+  evaluation.eval_batch.clear_cache()
+  assert evaluate.main(["--config", cfg, "--workdir", workdir]) == 0
+  assert evaluation.eval_batch._cache_size() == 1   # one compilation for every codebook size
+  out = capsys.readouterr().out
+  assert "codebook size 4" in out and "split_to_vae" in out
+  res = json.load(open(os.path.join(workdir, "results.json")))
+  assert res["epsilons"] == [0.0, 0.1, 0.3] and res["codebook_sizes"] == [4, 6]
+  assert res["num_test_images"] == 40 and "grey-box" in res["threat_model"]
+  for size in ("4", "6"):
+    assert list(res["accuracy"][size]) == list(config_lib.PURIFIERS)
+    for accs in res["accuracy"][size].values():
+      assert len(accs) == 3 and all(0.0 <= a <= 1.0 for a in accs)
+    # ε = 0 with no purifier is the plain classifier.
+    assert res["accuracy"][size]["none"][0] == pytest.approx(res["classifier_clean_accuracy"])
+  rows = list(csv.DictReader(open(os.path.join(workdir, "results.csv"))))
+  assert len(rows) == 2 * 5 * 3
+  for name in ("accuracy_vs_eps.png", "reconstructions.png"):
+    assert open(os.path.join(workdir, name), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_eps_vector_in_one_call_equals_one_eps_at_a_time(trained):
+  cfg, workdir = trained
+  c = config_lib.load_config(cfg)
+  cls, vq = experiment.load_trained(c, workdir)
+  ds = data_lib.load_dataset(c.data)
+  together = evaluation.accuracy_table(c, cls, vq["no_split"][1], vq["split"][1], ds.test_images, ds.test_labels)
+  for i, e in enumerate(c.attack.epsilons):
+    c.attack.epsilons = (e,)
+    single = evaluation.accuracy_table(c, cls, vq["no_split"][1], vq["split"][1], ds.test_images, ds.test_labels)
+    np.testing.assert_array_equal(together[:, i], single[:, 0])
+
+
+def test_rerunning_train_on_a_finished_workdir_changes_nothing(trained):
+  cfg, workdir = trained
+  before = sorted(os.listdir(os.path.join(workdir, "checkpoints", "classifier")))
+  assert train.main(["--config", cfg, "--workdir", workdir]) == 0
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints", "classifier"))) == before
+
+
+@pytest.mark.parametrize("override,message", [
+    ("--config.attack.epsilons=0.1,1.5", "attack.epsilons"),
+    ("--config.attack.epsilons=-0.1", "attack.epsilons"),
+    ("--config.vqvae.codebook_sizes=0,4", "codebook size 0"),
+    ("--config.vqvae.codebook_sizes=4,9", "codebook size 9"),
+    ("--config.data.image_size=28", "does not round-trip"),
+    ("--config.vqvae.split_k=5", "not divisible"),
+    ("--config.vqvae.bogus=1", "unknown config key"),
+    ("--config.vqvae.layout=sideways", "vqvae.layout"),
+])
+def test_bad_config_is_a_one_line_error_before_anything_is_written(tiny_config_file, tmp_path, capsys, override,
+                                                                   message):
+  workdir = tmp_path / "never"
+  for script in (train, evaluate):
+    assert script.main(["--config", tiny_config_file, "--workdir", str(workdir), override]) == 2
+    assert message in _one_line_error(capsys)
+  assert not workdir.exists()
+
+
+def test_unknown_key_inside_a_config_file(tmp_path, capsys):
+  bad = tmp_path / "bad.py"
+  bad.write_text("from vqdefense_jax.config import base_config\n"
+                 "def get_config():\n  c = base_config()\n  c.vqvae.codebok_sizes = (4,)\n  return c\n")
+  assert train.main(["--config", str(bad), "--workdir", str(tmp_path / "w")]) == 2
+  assert "codebok_sizes" in _one_line_error(capsys)
+
+
+def test_missing_data_is_an_error_not_random_data(tiny_config_file, tmp_path, capsys):
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  assert train.main(["--config", tiny_config_file, "--workdir", str(tmp_path / "w"),
+                     f"--config.data.cache_dir={empty}"]) == 2
+  assert "not found" in _one_line_error(capsys)
+  assert not (tmp_path / "w" / "config.json").exists()
+
+
+def test_unwritable_workdir(tiny_config_file, tmp_path, capsys):
+  blocker = tmp_path / "file"
+  blocker.write_text("x")
+  assert train.main(["--config", tiny_config_file, "--workdir", str(blocker / "run")]) == 2
+  assert "not writable" in _one_line_error(capsys)
+
+
+def test_missing_checkpoint_leaves_no_result_files(tiny_config_file, tmp_path, capsys):
+  workdir = tmp_path / "fresh"
+  assert evaluate.main(["--config", tiny_config_file, "--workdir", str(workdir)]) == 2
+  assert "no checkpoint" in _one_line_error(capsys)
+  assert not any((workdir / f).exists() for f in RESULT_FILES)
+
+
+def test_corrupt_checkpoint_leaves_no_result_files(trained, tmp_path, capsys):
+  import shutil
+  cfg, workdir = trained
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  for f in RESULT_FILES:
+    if (copy / f).exists():
+      (copy / f).unlink()
+  for root, _, files in os.walk(copy / "checkpoints" / "vqvae_split_K6"):
+    for f in files:
+      open(os.path.join(root, f), "wb").write(b"\0garbage")
+  assert evaluate.main(["--config", cfg, "--workdir", str(copy)]) == 2
+  assert "corrupt" in _one_line_error(capsys)
+  assert not any((copy / f).exists() for f in RESULT_FILES)
+
+
+def test_the_real_command_exits_2_with_one_line(tiny_config_file, tmp_path):
+  p = subprocess.run([sys.executable, "evaluate.py", "--config", tiny_config_file, "--workdir", str(tmp_path / "x"),
+                      "--config.vqvae.codebook_sizes=100"], cwd=ROOT, capture_output=True, text=True)
+  assert p.returncode == 2
+  assert p.stderr.strip().splitlines() == [
+      "error: codebook size 100 is out of range: it must be an integer in 1..K_max=8"]

@@ -1,0 +1,156 @@
+"""Grey-box FGSM → purify → classify, for every codebook size, over the whole ε vector.
+
+Per codebook size and test batch the whole computation (one gradient, every ε,
+every purifier) is ONE jitted call; the batch is padded to a fixed size so it
+compiles once. Outputs (under the workdir): results.json, results.csv,
+accuracy_vs_eps.png and reconstructions.png. They are written only after the
+whole evaluation succeeded.
+"""
+
+import csv
+import functools
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from vqdefense_jax import attacks
+from vqdefense_jax import config as config_lib
+from vqdefense_jax import data as data_lib
+from vqdefense_jax import experiment
+from vqdefense_jax import plots
+from vqdefense_jax.errors import VQDefenseError
+from vqdefense_jax.models import Classifier
+from vqdefense_jax.purifiers import make_purifier
+
+log = logging.getLogger(__name__)
+THREAT_MODEL = "grey-box FGSM: the attacker differentiates the classifier only, not the purifier"
+
+
+def logits_fn(cls_params):
+  return lambda x: Classifier().apply({"params": cls_params}, x)
+
+
+@functools.partial(jax.jit, static_argnames=("purifiers",))
+def eval_batch(purifiers: tuple, cls_params, no_split_vars, split_vars, x_BxHxWx1, y_B, w_B, eps_E):
+  """Correct-prediction counts (P, E) for one batch: one FGSM gradient serves every ε.
+
+  `purifiers` is a tuple of hashable `Purifier`s; `w_B` masks padding rows.
+  """
+  f = logits_fn(cls_params)
+  x_adv = attacks.fgsm(f, x_BxHxWx1, y_B, eps_E)                # (E, B, H, W, 1)
+  flat = x_adv.reshape((-1,) + x_BxHxWx1.shape[1:])
+  rows = []
+  for purify in purifiers:
+    pred_EB = jnp.argmax(f(purify(no_split_vars, split_vars, flat)), -1).reshape(x_adv.shape[:2])
+    rows.append(jnp.sum((pred_EB == y_B[None]) * w_B[None], axis=1))
+  return jnp.stack(rows)
+
+
+def make_purifiers(c) -> tuple:
+  model = experiment.vqvae_model(c)
+  return tuple(make_purifier(name, model, model, c.vqvae.split_k) for name in c.eval.purifiers)
+
+
+def accuracy_table(c, cls_params, no_split_vars, split_vars, images, labels, desc="") -> np.ndarray:
+  """Accuracy (P, E) over the given test images, streamed in padded batches."""
+  purifiers = make_purifiers(c)
+  eps = jnp.asarray(c.attack.epsilons, jnp.float32)
+  bs = min(c.eval.batch_size, len(images))
+  correct = np.zeros((len(purifiers), len(eps)), np.int64)
+  for i in tqdm(range(0, len(images), bs), desc=desc, unit="batch", dynamic_ncols=True):
+    x, y = images[i:i + bs], labels[i:i + bs]
+    pad = bs - len(x)
+    w = np.concatenate([np.ones(len(x), np.int32), np.zeros(pad, np.int32)])
+    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+    y = np.concatenate([y, np.zeros(pad, y.dtype)])
+    correct += np.asarray(eval_batch(purifiers, cls_params, no_split_vars, split_vars, x, y, w, eps))
+  return correct / len(images)
+
+
+@functools.partial(jax.jit, static_argnames=("purifiers",))
+def _figure_images(purifiers, cls_params, no_split_vars, split_vars, x, y, eps_F):
+  x_adv = attacks.fgsm(logits_fn(cls_params), x, y, eps_F)   # (F, n, H, W, 1)
+  rows = [jnp.broadcast_to(x[None], x_adv.shape), x_adv]
+  for purify in purifiers:
+    if purify.name != "none":
+      rows.append(jax.vmap(lambda xa: purify(no_split_vars, split_vars, xa))(x_adv))
+  return jnp.stack(rows, axis=1)                              # (F, rows, n, H, W, 1)
+
+
+def evaluate(c, workdir: str) -> dict:
+  """Load every checkpoint, attack, purify, classify; write results and figures; return the results."""
+  config_lib.validate(c)
+  workdir = experiment.prepare_workdir(workdir)
+  cls_params, vq = experiment.load_trained(c, workdir)   # fails here, before anything is written
+  ds = data_lib.load_dataset(c.data)
+  images, labels = ds.test_images, ds.test_labels
+  t0 = time.time()
+  sizes = list(c.vqvae.codebook_sizes)
+  acc_SxPxE = np.stack([
+      accuracy_table(c, cls_params, vq["no_split"][i], vq["split"][i], images, labels, desc=f"eval K={size}")
+      for i, size in enumerate(sizes)])
+  wall = time.time() - t0
+  results = dict(
+      attack=c.attack.name, threat_model=THREAT_MODEL, epsilons=[float(e) for e in c.attack.epsilons],
+      codebook_sizes=sizes, purifiers=list(c.eval.purifiers), num_test_images=int(len(images)),
+      classifier_clean_accuracy=experiment.classifier_accuracy(cls_params, images, labels),
+      accuracy={str(s): {p: [float(a) for a in acc_SxPxE[i, j]] for j, p in enumerate(c.eval.purifiers)}
+                for i, s in enumerate(sizes)},
+      eval_wall_time_s=round(wall, 2), device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
+      jax_version=jax.__version__, config=c.to_dict())
+
+  n = min(c.eval.figure_examples, len(images))
+  fig_eps = jnp.asarray(c.eval.figure_epsilons, jnp.float32)
+  figure = None
+  if n and len(fig_eps):
+    figure = np.asarray(_figure_images(make_purifiers(c), cls_params, vq["no_split"][0], vq["split"][0],
+                                       images[:n], labels[:n], fig_eps))
+  write_results(workdir, results, figure, c)
+  return results
+
+
+def write_results(workdir: str, results: dict, figure: np.ndarray | None, c) -> None:
+  """Write every output to a temporary name first, then move them all into place."""
+  final = {name: os.path.join(workdir, name) for name in
+           ("results.json", "results.csv", "accuracy_vs_eps.png", "reconstructions.png")}
+  tmp = {k: os.path.join(workdir, ".partial-" + k) for k in final}
+  try:
+    experiment.write_json_atomic(tmp["results.json"], results)
+    with open(tmp["results.csv"], "w", newline="") as f:
+      w = csv.writer(f)
+      w.writerow(["codebook_size", "purifier", "epsilon", "accuracy"])
+      for size, per in results["accuracy"].items():
+        for p, accs in per.items():
+          for e, a in zip(results["epsilons"], accs):
+            w.writerow([size, p, f"{e:g}", f"{a:.4f}"])
+    plots.accuracy_vs_eps(results, tmp["accuracy_vs_eps.png"])
+    if figure is not None:
+      row_names = ["clean", "adversarial"] + [p for p in results["purifiers"] if p != "none"]
+      plots.reconstructions(figure, row_names, list(c.eval.figure_epsilons), results["codebook_sizes"][0],
+                            tmp["reconstructions.png"])
+  except BaseException:
+    for t in tmp.values():
+      if os.path.exists(t):
+        os.remove(t)
+    raise
+  for k, t in tmp.items():
+    if os.path.exists(t):
+      os.replace(t, final[k])
+
+
+def format_table(results: dict) -> str:
+  """A plain-text table per codebook size: rows purifiers, columns ε."""
+  eps = results["epsilons"]
+  lines = [f"{results['threat_model']}; {results['num_test_images']} test images; "
+           f"classifier clean accuracy {results['classifier_clean_accuracy']:.4f}"]
+  for size, per in results["accuracy"].items():
+    lines.append(f"\ncodebook size {size}   accuracy by ε (pixel units)")
+    lines.append(f"{'purifier':<14}" + "".join(f"{e:>7.2f}" for e in eps))
+    for p, accs in per.items():
+      lines.append(f"{p:<14}" + "".join(f"{a:>7.3f}" for a in accs))
+  return "\n".join(lines)

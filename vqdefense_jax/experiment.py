@@ -1,0 +1,220 @@
+"""From a config to trained checkpoints: the classifier and one VQ-VAE per (kind, codebook size).
+
+Workdir layout:
+  config.json                     the resolved config
+  metrics.jsonl                   training metrics, one JSON object per line
+  checkpoints/classifier/         orbax CheckpointManager directories
+  checkpoints/vqvae_<kind>_K<size>/
+"""
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import zlib
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vqdefense_jax import config as config_lib
+from vqdefense_jax import data as data_lib
+from vqdefense_jax import split as split_lib
+from vqdefense_jax import training
+from vqdefense_jax.errors import VQDefenseError
+from vqdefense_jax.models import VQVAE, Classifier
+
+log = logging.getLogger(__name__)
+KINDS = ("no_split", "split")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierLoss:
+  """Cross-entropy with dropout on; `state` is unused (the classifier has none)."""
+  model: Classifier = Classifier()
+
+  def __call__(self, params, state, x, y, rng):
+    logits = self.model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, (state, dict(accuracy=jnp.mean(jnp.argmax(logits, -1) == y)))
+
+
+@dataclasses.dataclass(frozen=True)
+class VQVAELoss:
+  """The VQ-VAE loss on whole images (k = 1) or on their k×k tiles; `state` is the codebook."""
+  model: VQVAE
+  k: int
+
+  def __call__(self, params, codebook, x, y, rng):
+    del y, rng
+    return self.model.loss(params, codebook, split_lib.split(x, self.k) if self.k > 1 else x)
+
+
+def vqvae_model(c) -> VQVAE:
+  v = c.vqvae
+  return VQVAE(channels=v.channels, embedding_dim=v.embedding_dim, k_max=config_lib.k_max_of(c), layout=v.layout,
+               commitment_cost=v.commitment_cost, decay=v.decay, epsilon=v.epsilon)
+
+
+def tile_k(c, kind: str) -> int:
+  return c.vqvae.split_k if kind == "split" else 1
+
+
+def _stable_seed(c, name: str) -> int:
+  return int(np.uint32(c.seed) ^ np.uint32(zlib.crc32(name.encode())))
+
+
+def _task(section, seed: int, loss, n_train: int) -> training.Task:
+  per_epoch = n_train // section.batch_size
+  if per_epoch < 1:
+    raise VQDefenseError(f"batch size {section.batch_size} is larger than the {n_train} training images")
+  steps = section.steps or section.epochs * per_epoch
+  opt = training.OptimizerSpec(section.optimizer, section.learning_rate, section.lr_decay_per_epoch, per_epoch)
+  return training.Task(loss=loss, optimizer=opt, batch_size=section.batch_size, num_steps=steps, seed=seed)
+
+
+def classifier_task(c, n_train: int) -> training.Task:
+  return _task(c.classifier, _stable_seed(c, "classifier"), ClassifierLoss(), n_train)
+
+
+def vqvae_task(c, kind: str, n_train: int) -> training.Task:
+  # The seed depends on the kind only: every codebook size sees the same batches.
+  return _task(c.vqvae, _stable_seed(c, f"vqvae_{kind}"), VQVAELoss(vqvae_model(c), tile_k(c, kind)), n_train)
+
+
+def ckpt_name(kind: str, size: int) -> str:
+  return f"vqvae_{kind}_K{size}"
+
+
+def example_input(c, kind: str) -> jnp.ndarray:
+  side = c.data.image_size // tile_k(c, kind)
+  return jnp.zeros((1, side, side, 1), jnp.float32)
+
+
+def classifier_init(c, task: training.Task):
+  x = example_input(c, "no_split")
+  return lambda: (Classifier().init(jax.random.key(task.seed), x)["params"], {})
+
+
+def vqvae_init(c, task: training.Task, kind: str, size: int):
+  def init():
+    v = vqvae_model(c).init(jax.random.key(task.seed), example_input(c, kind), size)
+    return v["params"], v["codebook"]
+  return init
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Create the workdir and prove it is writable before any work starts."""
+  workdir = os.path.abspath(workdir)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise VQDefenseError(f"workdir {workdir} is not writable: {e.strerror or e}") from e
+  return workdir
+
+
+def write_json_atomic(path: str, obj: Any) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def train_all(c, workdir: str, stop_at: int | None = None) -> dict[str, dict[str, float]]:
+  """Train (or resume, or skip when finished) every model the config names; returns test metrics."""
+  config_lib.validate(c)
+  workdir = prepare_workdir(workdir)
+  ds = data_lib.load_dataset(c.data)
+  write_json_atomic(os.path.join(workdir, "config.json"), c.to_dict())
+  metrics_file = os.path.join(workdir, "metrics.jsonl")
+  ckpt = lambda name: os.path.join(workdir, "checkpoints", name)
+  common = dict(metrics_file=metrics_file, checkpoint_every=c.train.checkpoint_every, log_every=c.train.log_every,
+                stop_at=stop_at)
+  n = len(ds.train_images)
+  summary = {}
+
+  task = classifier_task(c, n)
+  ts = training.train(task, classifier_init(c, task), ds.train_images, ds.train_labels, ckpt_dir=ckpt("classifier"),
+                      name="classifier", **common)
+  acc = classifier_accuracy(ts["params"], ds.test_images, ds.test_labels)
+  summary["classifier"] = {"test_accuracy": acc}
+  log.info("classifier: clean test accuracy %.4f (%d test images)", acc, len(ds.test_images))
+
+  model = vqvae_model(c)
+  for kind in KINDS:
+    task = vqvae_task(c, kind, n)
+    for size in c.vqvae.codebook_sizes:
+      name = ckpt_name(kind, size)
+      ts = training.train(task, vqvae_init(c, task, kind, size), ds.train_images, ds.train_labels,
+                          ckpt_dir=ckpt(name), name=name, **common)
+      m = vqvae_test_metrics(model, {"params": ts["params"], "codebook": ts["state"]}, tile_k(c, kind),
+                             ds.test_images)
+      summary[name] = m
+      log.info("%s: test recon MSE %.5f, perplexity %.1f, dead codes %.1f%%", name, m["recon_mse"],
+               m["perplexity"], 100 * m["dead_code_share"])
+  with open(metrics_file, "a") as f:
+    for name, m in summary.items():
+      f.write(json.dumps({"model": name, "split": "test", **m}) + "\n")
+  return summary
+
+
+@jax.jit
+def _classifier_correct(params, x, y):
+  return jnp.sum(jnp.argmax(Classifier().apply({"params": params}, x), -1) == y)
+
+
+def classifier_accuracy(params, images: np.ndarray, labels: np.ndarray, batch: int = 1000) -> float:
+  correct = sum(int(_classifier_correct(params, images[i:i + batch], labels[i:i + batch]))
+                for i in range(0, len(images), batch))
+  return correct / len(images)
+
+
+def vqvae_test_metrics(model: VQVAE, variables, k: int, images: np.ndarray, batch: int = 500) -> dict[str, float]:
+  """Reconstruction MSE over the test set, and code usage over all its tiles."""
+  from vqdefense_jax import quantizer
+
+  @jax.jit
+  def run(x):
+    x = split_lib.split(x, k) if k > 1 else x
+    x_hat, aux = model.forward(variables["params"], variables["codebook"], x)
+    return jnp.sum((x_hat - x) ** 2), jnp.bincount(aux["idx"], length=model.k_max)
+
+  sq, counts = 0.0, np.zeros(model.k_max)
+  for i in range(0, len(images), batch):
+    s, cnt = run(images[i:i + batch])
+    sq, counts = sq + float(s), counts + np.asarray(cnt)
+  u = quantizer.usage({"embedding": variables["codebook"]["embedding"], "size": variables["codebook"]["size"]},
+                      jnp.repeat(jnp.arange(model.k_max), counts.astype(np.int64), total_repeat_length=int(counts.sum())))
+  return dict(recon_mse=sq / images[..., 0].size, perplexity=float(u["perplexity"]),
+              dead_code_share=float(u["dead_code_share"]))
+
+
+def load_trained(c, workdir: str):
+  """Classifier params and {kind: [variables per codebook size]} from finished checkpoints."""
+  workdir = os.path.abspath(workdir)
+  ckpt = lambda name: os.path.join(workdir, "checkpoints", name)
+  n = max(c.data.train_subset or 60000, 1)  # only steps_per_epoch of the schedule depends on it
+
+  def load(task, init_fn, name):
+    abstract = jax.eval_shape(lambda: training.init_train_state(task, *init_fn()))
+    ts = training.restore(ckpt(name), abstract)
+    if int(ts["step"]) != task.num_steps:
+      raise VQDefenseError(f"{name}: checkpoint is at step {int(ts['step'])} of {task.num_steps}; re-run train.py "
+                           "with the same config and workdir to finish training")
+    return ts
+
+  task = classifier_task(c, n)
+  cls = load(task, classifier_init(c, task), "classifier")["params"]
+  vq = {}
+  for kind in KINDS:
+    task = vqvae_task(c, kind, n)
+    vq[kind] = []
+    for size in c.vqvae.codebook_sizes:
+      ts = load(task, vqvae_init(c, task, kind, size), ckpt_name(kind, size))
+      vq[kind].append({"params": ts["params"], "codebook": ts["state"]})
+  return cls, vq

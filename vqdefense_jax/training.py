@@ -1,0 +1,153 @@
+"""One generic training loop for every model: optax, orbax checkpoints, exact resume.
+
+A model contributes a `Task`: its loss (params, state, x, y, rng) ->
+(loss, (new_state, metrics)), where `state` is non-gradient state such as the
+VQ-VAE's EMA codebook, and its optimiser. Batches and dropout keys are pure
+functions of (seed, step), so a run restored from a checkpoint continues
+bit-identically with an uninterrupted one.
+"""
+
+import dataclasses
+import json
+import logging
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+from vqdefense_jax.errors import VQDefenseError
+
+log = logging.getLogger(__name__)
+LossFn = Callable[..., tuple[jnp.ndarray, tuple[Any, dict[str, jnp.ndarray]]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerSpec:
+  """Hashable optimiser description, so one compiled step serves every run of a kind."""
+  name: str = "adam"             # 'adam' or 'adadelta'
+  learning_rate: float = 2e-4
+  decay_per_epoch: float = 1.0   # lr × this after every epoch (1.0: constant)
+  steps_per_epoch: int = 1
+
+  def schedule(self) -> optax.Schedule:
+    return optax.exponential_decay(self.learning_rate, self.steps_per_epoch, self.decay_per_epoch, staircase=True)
+
+  def build(self) -> optax.GradientTransformation:
+    lr = self.schedule()
+    if self.name == "adam":
+      return optax.adam(lr)
+    if self.name == "adadelta":
+      return optax.adadelta(lr, rho=0.9, eps=1e-6)  # PyTorch's defaults, as in the paper's classifier
+    raise VQDefenseError(f"unknown optimizer {self.name!r}; expected 'adam' or 'adadelta'")
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  """What the loop needs from a model. Hashable: it is a static argument of the jitted step."""
+  loss: LossFn
+  optimizer: OptimizerSpec
+  batch_size: int
+  num_steps: int
+  seed: int
+
+
+def init_train_state(task: Task, params: Any, state: Any) -> dict[str, Any]:
+  return dict(step=jnp.zeros((), jnp.int32), params=params, opt_state=task.optimizer.build().init(params),
+              state=state)
+
+
+@jax.jit(static_argnums=0)
+def train_step(task: Task, ts: dict[str, Any], images: jnp.ndarray, labels: jnp.ndarray, idx_B: jnp.ndarray):
+  rng = jax.random.fold_in(jax.random.key(task.seed), ts["step"])
+  grad_fn = jax.value_and_grad(task.loss, has_aux=True)
+  (loss, (state, metrics)), grads = grad_fn(ts["params"], ts["state"], images[idx_B], labels[idx_B], rng)
+  updates, opt_state = task.optimizer.build().update(grads, ts["opt_state"], ts["params"])
+  new = dict(step=ts["step"] + 1, params=optax.apply_updates(ts["params"], updates), opt_state=opt_state,
+             state=state)
+  return new, dict(loss=loss, **metrics)
+
+
+def batch_indices(seed: int, num_examples: int, batch_size: int, step: int) -> np.ndarray:
+  """Indices of batch `step`: a fresh permutation per epoch, a pure function of (seed, step)."""
+  per_epoch = num_examples // batch_size
+  if per_epoch < 1:
+    raise VQDefenseError(f"batch size {batch_size} is larger than the {num_examples} training examples")
+  epoch, i = divmod(step, per_epoch)
+  perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  return perm[i * batch_size:(i + 1) * batch_size]
+
+
+def checkpoint_manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
+  return ocp.CheckpointManager(os.path.abspath(directory),
+                               options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+
+def restore(directory: str, abstract_ts: Any, step: int | None = None) -> dict[str, Any]:
+  """Restore a train state; a missing, corrupt or mismatched checkpoint is a VQDefenseError."""
+  if not os.path.isdir(directory):
+    raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
+  mngr = checkpoint_manager(directory)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
+  try:
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract_ts))
+  except Exception as e:  # orbax raises many types for unreadable or mismatched files.
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    raise VQDefenseError(f"checkpoint {directory} (step {step}) is corrupt or does not match the config: "
+                         f"{first[:300]}; delete it to retrain") from e
+  finally:
+    mngr.close()
+
+
+def train(task: Task, init_fn: Callable[[], tuple[Any, Any]], images: np.ndarray, labels: np.ndarray, *,
+          ckpt_dir: str, name: str, metrics_file: str | None = None, checkpoint_every: int = 500,
+          log_every: int = 50, stop_at: int | None = None) -> dict[str, Any]:
+  """Train `task` from `init_fn()` (or from the newest checkpoint in ckpt_dir) for task.num_steps steps.
+
+  `stop_at` ends the run early as an interruption would (used by the resume test).
+  Returns the final train state.
+  """
+  abstract = jax.eval_shape(lambda: init_train_state(task, *init_fn()))
+  mngr = checkpoint_manager(ckpt_dir)
+  latest = mngr.latest_step()
+  if latest is not None and latest > task.num_steps:
+    mngr.close()
+    raise VQDefenseError(f"{ckpt_dir} holds step {latest}, beyond the configured {task.num_steps} steps; "
+                         "use a fresh workdir")
+  if latest is None:
+    ts = init_train_state(task, *init_fn())
+  else:
+    ts = restore(ckpt_dir, abstract, latest)
+    if latest < task.num_steps:
+      log.warning("%s: resuming from checkpoint step %d of %d", name, latest, task.num_steps)
+  start = int(ts["step"])
+  end = task.num_steps if stop_at is None else min(stop_at, task.num_steps)
+  images_d, labels_d = jnp.asarray(images), jnp.asarray(labels)
+  out = open(metrics_file, "a") if metrics_file else None
+  try:
+    bar = tqdm(range(start, end), initial=start, total=task.num_steps, desc=name, unit="step",
+               disable=start >= end, dynamic_ncols=True)
+    for step in bar:
+      idx = batch_indices(task.seed, len(images), task.batch_size, step)
+      ts, metrics = train_step(task, ts, images_d, labels_d, jnp.asarray(idx))
+      done = step + 1
+      if done % log_every == 0 or done == task.num_steps:
+        row = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if out:
+          out.write(json.dumps({"model": name, "step": done, **row}) + "\n")
+          out.flush()
+      if done % checkpoint_every == 0 or done == task.num_steps:
+        mngr.save(done, args=ocp.args.StandardSave(ts))
+    mngr.wait_until_finished()
+  finally:
+    mngr.close()
+    if out:
+      out.close()
+  return ts
