@@ -81,8 +81,8 @@ def test_evaluate_writes_consistent_results_and_figures(trained, capsys):
 def test_the_eps_vector_in_one_call_equals_one_eps_at_a_time(trained):
   cfg, workdir = trained
   c = config_lib.load_config(cfg)
-  cls, vq = experiment.load_trained(c, workdir)
   ds = data_lib.load_dataset(c.data)
+  cls, vq = experiment.load_trained(c, workdir, len(ds.train_images))
   together = evaluation.accuracy_table(c, cls, vq["no_split"][1], vq["split"][1], ds.test_images, ds.test_labels)
   for i, e in enumerate(c.attack.epsilons):
     c.attack.epsilons = (e,)
@@ -169,3 +169,19 @@ def test_the_real_command_exits_2_with_one_line(tiny_config_file, tmp_path):
   assert p.returncode == 2
   assert p.stderr.strip().splitlines() == [
       "error: codebook size 100 is out of range: it must be an integer in 1..K_max=8"]
+
+
+def test_checkpoint_that_does_not_match_the_config(trained, capsys):
+  cfg, workdir = trained
+  assert evaluate.main(["--config", cfg, "--workdir", workdir, "--config.vqvae.channels=16"]) == 2
+  assert "does not match the config" in _one_line_error(capsys)
+
+
+def test_unfinished_training_is_reported_not_evaluated(tiny_config, tmp_path, capsys):
+  experiment.train_all(tiny_config, str(tmp_path / "half"), stop_at=4)
+  capsys.readouterr()
+  path = tmp_path / "c.py"
+  path.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\nfrom conftest import tiny\n"
+                  f"def get_config():\n  return tiny({tiny_config.data.cache_dir!r})\n")
+  assert evaluate.main(["--config", str(path), "--workdir", str(tmp_path / "half")]) == 2
+  assert "step 4 of 30" in _one_line_error(capsys)

@@ -86,8 +86,8 @@ def evaluate(c, workdir: str) -> dict:
   """Load every checkpoint, attack, purify, classify; write results and figures; return the results."""
   config_lib.validate(c)
   workdir = experiment.prepare_workdir(workdir)
-  cls_params, vq = experiment.load_trained(c, workdir)   # fails here, before anything is written
   ds = data_lib.load_dataset(c.data)
+  cls_params, vq = experiment.load_trained(c, workdir, len(ds.train_images))  # before anything is written
   images, labels = ds.test_images, ds.test_labels
   t0 = time.time()
   sizes = list(c.vqvae.codebook_sizes)

@@ -22,6 +22,7 @@ import optax
 
 from vqdefense_jax import config as config_lib
 from vqdefense_jax import data as data_lib
+from vqdefense_jax import quantizer
 from vqdefense_jax import split as split_lib
 from vqdefense_jax import training
 from vqdefense_jax.errors import VQDefenseError
@@ -176,7 +177,6 @@ def classifier_accuracy(params, images: np.ndarray, labels: np.ndarray, batch: i
 
 def vqvae_test_metrics(model: VQVAE, variables, k: int, images: np.ndarray, batch: int = 500) -> dict[str, float]:
   """Reconstruction MSE over the test set, and code usage over all its tiles."""
-  from vqdefense_jax import quantizer
 
   @jax.jit
   def run(x):
@@ -184,21 +184,22 @@ def vqvae_test_metrics(model: VQVAE, variables, k: int, images: np.ndarray, batc
     x_hat, aux = model.forward(variables["params"], variables["codebook"], x)
     return jnp.sum((x_hat - x) ** 2), jnp.bincount(aux["idx"], length=model.k_max)
 
-  sq, counts = 0.0, np.zeros(model.k_max)
+  sq, count_K = 0.0, np.zeros(model.k_max, np.int64)
   for i in range(0, len(images), batch):
     s, cnt = run(images[i:i + batch])
-    sq, counts = sq + float(s), counts + np.asarray(cnt)
-  u = quantizer.usage({"embedding": variables["codebook"]["embedding"], "size": variables["codebook"]["size"]},
-                      jnp.repeat(jnp.arange(model.k_max), counts.astype(np.int64), total_repeat_length=int(counts.sum())))
+    sq, count_K = sq + float(s), count_K + np.asarray(cnt)
+  u = quantizer.usage_from_counts(jnp.asarray(count_K), variables["codebook"]["size"])
   return dict(recon_mse=sq / images[..., 0].size, perplexity=float(u["perplexity"]),
               dead_code_share=float(u["dead_code_share"]))
 
 
-def load_trained(c, workdir: str):
-  """Classifier params and {kind: [variables per codebook size]} from finished checkpoints."""
+def load_trained(c, workdir: str, n_train: int):
+  """Classifier params and {kind: [variables per codebook size]} from finished checkpoints.
+
+  `n_train` (the training-set size) fixes the step counts the checkpoints must have reached.
+  """
   workdir = os.path.abspath(workdir)
   ckpt = lambda name: os.path.join(workdir, "checkpoints", name)
-  n = max(c.data.train_subset or 60000, 1)  # only steps_per_epoch of the schedule depends on it
 
   def load(task, init_fn, name):
     abstract = jax.eval_shape(lambda: training.init_train_state(task, *init_fn()))
@@ -208,11 +209,11 @@ def load_trained(c, workdir: str):
                            "with the same config and workdir to finish training")
     return ts
 
-  task = classifier_task(c, n)
+  task = classifier_task(c, n_train)
   cls = load(task, classifier_init(c, task), "classifier")["params"]
   vq = {}
   for kind in KINDS:
-    task = vqvae_task(c, kind, n)
+    task = vqvae_task(c, kind, n_train)
     vq[kind] = []
     for size in c.vqvae.codebook_sizes:
       ts = load(task, vqvae_init(c, task, kind, size), ckpt_name(kind, size))

@@ -98,11 +98,15 @@ def ema_update(codebook: Codebook, x_NxD: jnp.ndarray, idx_N: jnp.ndarray, decay
               ema_count=keep(count_K, codebook["ema_count"]), size=codebook["size"])
 
 
-def usage(codebook: Codebook, idx_N: jnp.ndarray) -> dict[str, jnp.ndarray]:
-  """Perplexity of the code histogram and the share of valid codes unused in this batch."""
-  k_max = codebook["embedding"].shape[0]
-  count_K = jnp.bincount(idx_N.reshape(-1), length=k_max)
+def usage_from_counts(count_K: jnp.ndarray, size: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """Perplexity of a code histogram and the share of the `size` valid codes it never uses."""
   p_K = count_K / jnp.maximum(count_K.sum(), 1)
   perplexity = jnp.exp(-jnp.sum(jnp.where(p_K > 0, p_K * jnp.log(jnp.where(p_K > 0, p_K, 1.0)), 0.0)))
-  dead = jnp.sum(jnp.where(valid_mask(codebook), count_K == 0, False)) / codebook["size"]
-  return dict(perplexity=perplexity, dead_code_share=dead)
+  valid_K = jnp.arange(count_K.shape[0]) < size
+  return dict(perplexity=perplexity, dead_code_share=jnp.sum(valid_K & (count_K == 0)) / size)
+
+
+def usage(codebook: Codebook, idx_N: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """Code usage of one batch of indices."""
+  count_K = jnp.bincount(idx_N.reshape(-1), length=codebook["embedding"].shape[0])
+  return usage_from_counts(count_K, codebook["size"])
