@@ -67,13 +67,13 @@ def tiny_config(data_dir):
   return tiny(data_dir)
 
 
+def write_tiny_config_file(path, data_dir: str) -> str:
+  """The tiny config as a config file, for the command-line tests."""
+  path.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\nfrom conftest import tiny\n"
+                  f"def get_config():\n  return tiny({str(data_dir)!r})\n")
+  return str(path)
+
+
 @pytest.fixture
 def tiny_config_file(tmp_path, data_dir):
-  """The tiny config as a config file, for the command-line tests."""
-  path = tmp_path / "tiny.py"
-  path.write_text(
-      "import sys\n"
-      f"sys.path.insert(0, {os.path.dirname(__file__)!r})\n"
-      "from conftest import tiny\n"
-      f"def get_config():\n  return tiny({data_dir!r})\n")
-  return str(path)
+  return write_tiny_config_file(tmp_path / "tiny.py", data_dir)

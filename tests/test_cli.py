@@ -12,6 +12,7 @@ import pytest
 
 import evaluate
 import train
+from conftest import synthetic_mnist, write_tiny_config_file
 from vqdefense_jax import config as config_lib
 from vqdefense_jax import data as data_lib
 from vqdefense_jax import evaluation, experiment
@@ -23,16 +24,13 @@ RESULT_FILES = ("results.json", "results.csv", "accuracy_vs_eps.png", "reconstru
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """Train the tiny config once for the tests of this module."""
-  from conftest import synthetic_mnist
   root = tmp_path_factory.mktemp("e2e")
   (root / "data").mkdir()
   np.savez(root / "data" / "mnist_uint8.npz", **synthetic_mnist())
-  cfg = root / "tiny.py"
-  cfg.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\nfrom conftest import tiny\n"
-                 f"def get_config():\n  return tiny({str(root / 'data')!r})\n")
+  cfg = write_tiny_config_file(root / "tiny.py", root / "data")
   workdir = str(root / "run")
-  assert train.main(["--config", str(cfg), "--workdir", workdir]) == 0
-  return str(cfg), workdir
+  assert train.main(["--config", cfg, "--workdir", workdir]) == 0
+  return cfg, workdir
 
 
 def _one_line_error(capsys):
@@ -180,8 +178,6 @@ def test_checkpoint_that_does_not_match_the_config(trained, capsys):
 def test_unfinished_training_is_reported_not_evaluated(tiny_config, tmp_path, capsys):
   experiment.train_all(tiny_config, str(tmp_path / "half"), stop_at=4)
   capsys.readouterr()
-  path = tmp_path / "c.py"
-  path.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\nfrom conftest import tiny\n"
-                  f"def get_config():\n  return tiny({tiny_config.data.cache_dir!r})\n")
-  assert evaluate.main(["--config", str(path), "--workdir", str(tmp_path / "half")]) == 2
+  path = write_tiny_config_file(tmp_path / "c.py", tiny_config.data.cache_dir)
+  assert evaluate.main(["--config", path, "--workdir", str(tmp_path / "half")]) == 2
   assert "step 4 of 30" in _one_line_error(capsys)
