@@ -16,6 +16,10 @@ def test_shipped_configs_load_and_validate():
   assert paper.vqvae.codebook_sizes == tuple(range(100, 1001, 100)) and config_lib.k_max_of(paper) == 1000
   assert paper.attack.epsilons[-1] == 0.30 and len(paper.attack.epsilons) == 16
   assert quick.vqvae.channels < paper.vqvae.channels
+  standard = config_lib.load_config(os.path.join(ROOT, "configs", "standard.py"))
+  assert standard.vqvae.layout == "per_position"
+  standard.vqvae.layout = paper.vqvae.layout
+  assert standard.to_dict() == paper.to_dict()   # the layout is the only difference
 
 
 def test_overrides_parse_to_the_field_type():
