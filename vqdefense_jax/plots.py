@@ -1,6 +1,7 @@
 """Figures: accuracy vs ε (the paper's Fig. 3) and reconstructions (its Figs. 1–2)."""
 
 import math
+import textwrap
 
 import matplotlib
 
@@ -24,7 +25,8 @@ def accuracy_vs_eps(results: dict, path: str) -> None:
     ax.axis("off")
   axes[0, 0].set_ylabel("test accuracy")
   axes[0, 0].legend(fontsize=8)
-  fig.suptitle(f"{results['threat_model']} ({results['num_test_images']} test images)", fontsize=9)
+  title = f"{results['threat_model']} ({results['num_test_images']} test images)"
+  fig.suptitle(textwrap.fill(title, width=55 * cols), fontsize=9)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -44,8 +46,8 @@ def reconstructions(images_FxRxNxHxWx1: np.ndarray, row_names: list[str], epsilo
         ax.set_yticks([])
       axes[i * r + j, 0].set_ylabel(f"{row_names[j]}\nε={epsilons[i]:g}", fontsize=7, rotation=0, ha="right",
                                     va="center")
-  fig.suptitle(f"grey-box FGSM and purified reconstructions (codebook size {codebook_size}; display clipped to [0,1])",
-               fontsize=8)
+  title = f"grey-box FGSM and purified reconstructions (codebook size {codebook_size}; display clipped to [0, 1])"
+  fig.suptitle(textwrap.fill(title, width=int(14 * n)), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
