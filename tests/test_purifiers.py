@@ -5,7 +5,7 @@ import pytest
 from vqdefense_jax import split as split_lib
 from vqdefense_jax.errors import VQDefenseError
 from vqdefense_jax.models import VQVAE
-from vqdefense_jax.purifiers import PURIFIERS, make_purifier
+from vqdefense_jax.purifiers import PURIFIERS, Purifier, apply_all, make_purifier
 
 
 def test_purifiers_apply_their_models_in_the_documented_order():
@@ -21,6 +21,18 @@ def test_purifiers_apply_their_models_in_the_documented_order():
   for p in PURIFIERS:
     np.testing.assert_allclose(out[p], expected[p], rtol=1e-5, atol=1e-6)
   assert not np.allclose(out["vae_to_split"], out["split_to_vae"])  # the order matters
+  together = apply_all(tuple(make_purifier(p, model, model, 2) for p in PURIFIERS), nv, sv, x)
+  for p, y in zip(PURIFIERS, together):
+    np.testing.assert_allclose(y, out[p], rtol=1e-5, atol=1e-6)
+
+
+def test_apply_all_runs_each_shared_stage_once(monkeypatch):
+  calls = []
+  monkeypatch.setattr(Purifier, "stage", lambda self, which, nv, sv, x: calls.append(which) or x + 1)
+  ps = tuple(make_purifier(p, VQVAE(), VQVAE(), 2) for p in PURIFIERS)
+  outs = apply_all(ps, None, None, np.zeros(1))
+  assert sorted(calls) == ["N", "N", "S", "S"]  # R_N(x), T(R_S)(x), then one second stage per pipeline
+  assert [float(o[0]) for o in outs] == [0, 1, 1, 2, 2]
 
 
 def test_unknown_purifier_is_an_error():

@@ -25,7 +25,7 @@ from vqdefense_jax import experiment
 from vqdefense_jax import plots
 from vqdefense_jax.errors import VQDefenseError
 from vqdefense_jax.models import Classifier
-from vqdefense_jax.purifiers import make_purifier
+from vqdefense_jax.purifiers import apply_all, make_purifier
 
 log = logging.getLogger(__name__)
 THREAT_MODEL = "grey-box FGSM: the attacker differentiates the classifier only, not the purifier"
@@ -45,8 +45,8 @@ def eval_batch(purifiers: tuple, cls_params, no_split_vars, split_vars, x_BxHxWx
   x_adv = attacks.fgsm(f, x_BxHxWx1, y_B, eps_E)                # (E, B, H, W, 1)
   flat = x_adv.reshape((-1,) + x_BxHxWx1.shape[1:])
   rows = []
-  for purify in purifiers:
-    pred_EB = jnp.argmax(f(purify(no_split_vars, split_vars, flat)), -1).reshape(x_adv.shape[:2])
+  for purified in apply_all(purifiers, no_split_vars, split_vars, flat):
+    pred_EB = jnp.argmax(f(purified), -1).reshape(x_adv.shape[:2])
     rows.append(jnp.sum((pred_EB == y_B[None]) * w_B[None], axis=1))
   return jnp.stack(rows)
 
@@ -75,10 +75,9 @@ def accuracy_table(c, cls_params, no_split_vars, split_vars, images, labels, des
 @functools.partial(jax.jit, static_argnames=("purifiers",))
 def _figure_images(purifiers, cls_params, no_split_vars, split_vars, x, y, eps_F):
   x_adv = attacks.fgsm(logits_fn(cls_params), x, y, eps_F)   # (F, n, H, W, 1)
-  rows = [jnp.broadcast_to(x[None], x_adv.shape), x_adv]
-  for purify in purifiers:
-    if purify.name != "none":
-      rows.append(jax.vmap(lambda xa: purify(no_split_vars, split_vars, xa))(x_adv))
+  shown = tuple(p for p in purifiers if p.name != "none")
+  purified = apply_all(shown, no_split_vars, split_vars, x_adv.reshape((-1,) + x.shape[1:]))
+  rows = [jnp.broadcast_to(x[None], x_adv.shape), x_adv] + [p.reshape(x_adv.shape) for p in purified]
   return jnp.stack(rows, axis=1)                              # (F, rows, n, H, W, 1)
 
 

@@ -25,6 +25,8 @@ from vqdefense_jax.errors import VQDefenseError
 from vqdefense_jax.models import VQVAE, Variables
 
 PURIFIERS = ("none", "no_split", "split", "vae_to_split", "split_to_vae")
+# Each purifier is a sequence of stages: "N" = R_N, "S" = T_k(R_S), applied left to right.
+STAGES = {"none": (), "no_split": ("N",), "split": ("S",), "vae_to_split": ("S", "N"), "split_to_vae": ("N", "S")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,26 +38,34 @@ class Purifier:
   k: int
 
   def __post_init__(self):
-    if self.name not in PURIFIERS:
+    if self.name not in STAGES:
       raise VQDefenseError(f"unknown purifier {self.name!r}; expected one of {', '.join(PURIFIERS)}")
 
-  def r_n(self, no_split_vars: Variables, x: jnp.ndarray) -> jnp.ndarray:
-    return self.no_split.reconstruct(no_split_vars, x)
+  @property
+  def stages(self) -> tuple[str, ...]:
+    return STAGES[self.name]
 
-  def r_s(self, split_vars: Variables, x: jnp.ndarray) -> jnp.ndarray:
+  def stage(self, which: str, no_split_vars: Variables, split_vars: Variables, x: jnp.ndarray) -> jnp.ndarray:
+    if which == "N":
+      return self.no_split.reconstruct(no_split_vars, x)
     return split_lib.merge(self.split.reconstruct(split_vars, split_lib.split(x, self.k)), self.k)
 
   def __call__(self, no_split_vars: Variables, split_vars: Variables, x: jnp.ndarray) -> jnp.ndarray:
-    if self.name == "none":
-      return x
-    if self.name == "no_split":
-      return self.r_n(no_split_vars, x)
-    if self.name == "split":
-      return self.r_s(split_vars, x)
-    if self.name == "vae_to_split":
-      return self.r_n(no_split_vars, self.r_s(split_vars, x))
-    return self.r_s(split_vars, self.r_n(no_split_vars, x))  # split_to_vae
+    for which in self.stages:
+      x = self.stage(which, no_split_vars, split_vars, x)
+    return x
 
 
 def make_purifier(name: str, no_split: VQVAE, split: VQVAE, k: int) -> Purifier:
   return Purifier(name, no_split, split, k)
+
+
+def apply_all(purifiers: tuple[Purifier, ...], no_split_vars: Variables, split_vars: Variables,
+              x: jnp.ndarray) -> list[jnp.ndarray]:
+  """Every purifier's output; a stage prefix they share (R_N(x), T_k(R_S)(x)) is computed once."""
+  done = {(): x}
+  for p in purifiers:
+    for i in range(1, len(p.stages) + 1):
+      if p.stages[:i] not in done:
+        done[p.stages[:i]] = p.stage(p.stages[i - 1], no_split_vars, split_vars, done[p.stages[:i - 1]])
+  return [done[p.stages] for p in purifiers]
