@@ -137,10 +137,12 @@ def train_all(c, workdir: str, stop_at: int | None = None) -> dict[str, dict[str
   common = dict(metrics_file=metrics_file, checkpoint_every=c.train.checkpoint_every, log_every=c.train.log_every,
                 stop_at=stop_at)
   n = len(ds.train_images)
+  # On the device once for every model (train() would otherwise copy it per model).
+  train_x, train_y = jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels)
   summary = {}
 
   task = classifier_task(c, n)
-  ts = training.train(task, classifier_init(c, task), ds.train_images, ds.train_labels, ckpt_dir=ckpt("classifier"),
+  ts = training.train(task, classifier_init(c, task), train_x, train_y, ckpt_dir=ckpt("classifier"),
                       name="classifier", **common)
   acc = classifier_accuracy(ts["params"], ds.test_images, ds.test_labels)
   summary["classifier"] = {"test_accuracy": acc}
@@ -151,7 +153,7 @@ def train_all(c, workdir: str, stop_at: int | None = None) -> dict[str, dict[str
     task = vqvae_task(c, kind, n)
     for size in c.vqvae.codebook_sizes:
       name = ckpt_name(kind, size)
-      ts = training.train(task, vqvae_init(c, task, kind, size), ds.train_images, ds.train_labels,
+      ts = training.train(task, vqvae_init(c, task, kind, size), train_x, train_y,
                           ckpt_dir=ckpt(name), name=name, **common)
       m = vqvae_test_metrics(model, {"params": ts["params"], "codebook": ts["state"]}, tile_k(c, kind),
                              ds.test_images)
@@ -160,7 +162,7 @@ def train_all(c, workdir: str, stop_at: int | None = None) -> dict[str, dict[str
                m["perplexity"], 100 * m["dead_code_share"])
   with open(metrics_file, "a") as f:
     for name, m in summary.items():
-      f.write(json.dumps({"model": name, "split": "test", **m}) + "\n")
+      f.write(json.dumps({"model": name, "subset": "test", **m}) + "\n")
   return summary
 
 

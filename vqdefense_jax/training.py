@@ -105,7 +105,8 @@ def restore(directory: str, abstract_ts: Any, step: int | None = None) -> dict[s
     mngr.close()
 
 
-def train(task: Task, init_fn: Callable[[], tuple[Any, Any]], images: np.ndarray, labels: np.ndarray, *,
+def train(task: Task, init_fn: Callable[[], tuple[Any, Any]], images: jax.Array | np.ndarray,
+          labels: jax.Array | np.ndarray, *,
           ckpt_dir: str, name: str, metrics_file: str | None = None, checkpoint_every: int = 500,
           log_every: int = 50, stop_at: int | None = None) -> dict[str, Any]:
   """Train `task` from `init_fn()` (or from the newest checkpoint in ckpt_dir) for task.num_steps steps.
