@@ -8,6 +8,7 @@ bit-identically with an uninterrupted one.
 """
 
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -78,8 +79,15 @@ def batch_indices(seed: int, num_examples: int, batch_size: int, step: int) -> n
   if per_epoch < 1:
     raise VQDefenseError(f"batch size {batch_size} is larger than the {num_examples} training examples")
   epoch, i = divmod(step, per_epoch)
+  return _epoch_permutation(seed, num_examples, epoch)[i * batch_size:(i + 1) * batch_size]
+
+
+@functools.lru_cache(maxsize=2)
+def _epoch_permutation(seed: int, num_examples: int, epoch: int) -> np.ndarray:
+  """Drawn once per epoch, not once per step."""
   perm = np.random.default_rng([seed, epoch]).permutation(num_examples)
-  return perm[i * batch_size:(i + 1) * batch_size]
+  perm.flags.writeable = False  # shared by every step of the epoch
+  return perm
 
 
 def checkpoint_manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -92,7 +100,13 @@ def restore(directory: str, abstract_ts: Any, step: int | None = None) -> dict[s
   if not os.path.isdir(directory):
     raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
   mngr = checkpoint_manager(directory)
-  step = mngr.latest_step() if step is None else step
+  try:
+    return _restore(mngr, directory, abstract_ts, mngr.latest_step() if step is None else step)
+  finally:
+    mngr.close()
+
+
+def _restore(mngr: ocp.CheckpointManager, directory: str, abstract_ts: Any, step: int | None) -> dict[str, Any]:
   if step is None:
     raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
   try:
@@ -101,8 +115,6 @@ def restore(directory: str, abstract_ts: Any, step: int | None = None) -> dict[s
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise VQDefenseError(f"checkpoint {directory} (step {step}) is corrupt or does not match the config: "
                          f"{first[:300]}; delete it to retrain") from e
-  finally:
-    mngr.close()
 
 
 def train(task: Task, init_fn: Callable[[], tuple[Any, Any]], images: jax.Array | np.ndarray,
@@ -114,24 +126,23 @@ def train(task: Task, init_fn: Callable[[], tuple[Any, Any]], images: jax.Array 
   `stop_at` ends the run early as an interruption would (used by the resume test).
   Returns the final train state.
   """
-  abstract = jax.eval_shape(lambda: init_train_state(task, *init_fn()))
   mngr = checkpoint_manager(ckpt_dir)
-  latest = mngr.latest_step()
-  if latest is not None and latest > task.num_steps:
-    mngr.close()
-    raise VQDefenseError(f"{ckpt_dir} holds step {latest}, beyond the configured {task.num_steps} steps; "
-                         "use a fresh workdir")
-  if latest is None:
-    ts = init_train_state(task, *init_fn())
-  else:
-    ts = restore(ckpt_dir, abstract, latest)
-    if latest < task.num_steps:
-      log.warning("%s: resuming from checkpoint step %d of %d", name, latest, task.num_steps)
-  start = int(ts["step"])
-  end = task.num_steps if stop_at is None else min(stop_at, task.num_steps)
-  images_d, labels_d = jnp.asarray(images), jnp.asarray(labels)
-  out = open(metrics_file, "a") if metrics_file else None
+  out = None
   try:
+    latest = mngr.latest_step()
+    if latest is not None and latest > task.num_steps:
+      raise VQDefenseError(f"{ckpt_dir} holds step {latest}, beyond the configured {task.num_steps} steps; "
+                           "use a fresh workdir")
+    if latest is None:
+      ts = init_train_state(task, *init_fn())
+    else:
+      ts = _restore(mngr, ckpt_dir, jax.eval_shape(lambda: init_train_state(task, *init_fn())), latest)
+      if latest < task.num_steps:
+        log.warning("%s: resuming from checkpoint step %d of %d", name, latest, task.num_steps)
+    start = int(ts["step"])
+    end = task.num_steps if stop_at is None else min(stop_at, task.num_steps)
+    images_d, labels_d = jnp.asarray(images), jnp.asarray(labels)
+    out = open(metrics_file, "a") if metrics_file else None
     bar = tqdm(range(start, end), initial=start, total=task.num_steps, desc=name, unit="step",
                disable=start >= end, dynamic_ncols=True)
     for step in bar:
