@@ -15,7 +15,7 @@ import train
 from conftest import synthetic_mnist, write_tiny_config_file
 from vqdefense_jax import config as config_lib
 from vqdefense_jax import data as data_lib
-from vqdefense_jax import evaluation, experiment
+from vqdefense_jax import evaluation, experiment, parallel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_FILES = ("results.json", "results.csv", "accuracy_vs_eps.png", "reconstructions.png")
@@ -48,7 +48,7 @@ def test_train_writes_config_metrics_and_checkpoints(trained):
   assert {"classifier", "vqvae_no_split_K4", "vqvae_no_split_K6", "vqvae_split_K4", "vqvae_split_K6"} <= models
   assert all("perplexity" in r and "dead_code_share" in r for r in rows if r["model"].startswith("vqvae"))
   ckpts = sorted(os.listdir(os.path.join(workdir, "checkpoints")))
-  assert ckpts == ["classifier", "vqvae_no_split_K4", "vqvae_no_split_K6", "vqvae_split_K4", "vqvae_split_K6"]
+  assert ckpts == ["classifier", "vqvae_no_split_sweep_K4-6", "vqvae_split_sweep_K4-6"]  # train.sweep: one per kind
   test_acc = [r["test_accuracy"] for r in rows if r["model"] == "classifier" and "test_accuracy" in r]
   assert test_acc[-1] > 0.5  # the synthetic classes are easy: training really trained
   del c
@@ -81,10 +81,10 @@ def test_the_eps_vector_in_one_call_equals_one_eps_at_a_time(trained):
   c = config_lib.load_config(cfg)
   ds = data_lib.load_dataset(c.data)
   cls, vq = experiment.load_trained(c, workdir, len(ds.train_images))
-  together = evaluation.accuracy_table(c, cls, vq["no_split"][1], vq["split"][1], ds.test_images, ds.test_labels)
+  together = evaluation.accuracy_table(c, cls, parallel.take(vq["no_split"], 1), parallel.take(vq["split"], 1), ds.test_images, ds.test_labels)
   for i, e in enumerate(c.attack.epsilons):
     c.attack.epsilons = (e,)
-    single = evaluation.accuracy_table(c, cls, vq["no_split"][1], vq["split"][1], ds.test_images, ds.test_labels)
+    single = evaluation.accuracy_table(c, cls, parallel.take(vq["no_split"], 1), parallel.take(vq["split"], 1), ds.test_images, ds.test_labels)
     np.testing.assert_array_equal(together[:, i], single[:, 0])
 
 
@@ -153,7 +153,7 @@ def test_corrupt_checkpoint_leaves_no_result_files(trained, tmp_path, capsys):
   for f in RESULT_FILES:
     if (copy / f).exists():
       (copy / f).unlink()
-  for root, _, files in os.walk(copy / "checkpoints" / "vqvae_split_K6"):
+  for root, _, files in os.walk(copy / "checkpoints" / "vqvae_split_sweep_K4-6"):
     for f in files:
       open(os.path.join(root, f), "wb").write(b"\0garbage")
   assert evaluate.main(["--config", cfg, "--workdir", str(copy)]) == 2

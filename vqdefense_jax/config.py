@@ -67,9 +67,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.figure_epsilons = (0.1, 0.3)  # rows of the reconstruction figure
   c.eval.figure_examples = 8
 
+  c.grid = ml_collections.ConfigDict()  # `evaluate.py --grid`: everything above as one compiled computation
+  c.grid.chunk_size = 250             # test images per step of the scan (each step covers every ε and model)
+  c.grid.pairing = "same"             # pipelines pair 'same' sizes (the paper) or the 'best' of each kind
+  c.grid.best_eps_max = 0.08          # 'best' = highest mean accuracy over ε <= this (the paper's criterion)
+
   c.train = ml_collections.ConfigDict()
   c.train.checkpoint_every = 500      # steps between orbax checkpoints (and at the end)
   c.train.log_every = 50              # steps between metrics lines
+  c.train.sweep = True                # train every codebook size of a kind in one stacked step
+
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.model_axis = "map"       # stacks of models: 'map' (lax.map) or 'vmap'; see benchmarks/README.md
+  c.parallel.model_devices = 1        # mesh devices on the model axis; the other devices shard the batch
   c.lock()
   return c
 
@@ -184,8 +194,14 @@ def validate(c: ml_collections.ConfigDict) -> None:
     section, field = key.split(".")
     if c[section][field] < 0:
       raise VQDefenseError(f"{key} must be >= 0")
-  if c.eval.batch_size < 1 or c.train.checkpoint_every < 1 or c.train.log_every < 1:
-    raise VQDefenseError("eval.batch_size, train.checkpoint_every and train.log_every must be >= 1")
+  if c.eval.batch_size < 1 or c.train.checkpoint_every < 1 or c.train.log_every < 1 or c.grid.chunk_size < 1:
+    raise VQDefenseError("eval.batch_size, grid.chunk_size, train.checkpoint_every and train.log_every must be >= 1")
+  if c.grid.pairing not in ("same", "best"):
+    raise VQDefenseError(f"grid.pairing must be 'same' or 'best', not {c.grid.pairing!r}")
+  if c.parallel.model_axis not in ("map", "vmap"):
+    raise VQDefenseError(f"parallel.model_axis must be 'map' or 'vmap', not {c.parallel.model_axis!r}")
+  if c.parallel.model_devices < 1:
+    raise VQDefenseError("parallel.model_devices must be >= 1")
 
 
 def k_max_of(c: ml_collections.ConfigDict) -> int:

@@ -22,6 +22,7 @@ from vqdefense_jax import attacks
 from vqdefense_jax import config as config_lib
 from vqdefense_jax import data as data_lib
 from vqdefense_jax import experiment
+from vqdefense_jax import parallel
 from vqdefense_jax import plots
 from vqdefense_jax.errors import VQDefenseError
 from vqdefense_jax.models import Classifier
@@ -91,7 +92,8 @@ def evaluate(c, workdir: str) -> dict:
   t0 = time.time()
   sizes = list(c.vqvae.codebook_sizes)
   acc_SxPxE = np.stack([
-      accuracy_table(c, cls_params, vq["no_split"][i], vq["split"][i], images, labels, desc=f"eval K={size}")
+      accuracy_table(c, cls_params, parallel.take(vq["no_split"], i), parallel.take(vq["split"], i), images,
+                     labels, desc=f"eval K={size}")
       for i, size in enumerate(sizes)])
   wall = time.time() - t0
   results = dict(
@@ -107,7 +109,8 @@ def evaluate(c, workdir: str) -> dict:
   fig_eps = jnp.asarray(c.eval.figure_epsilons, jnp.float32)
   figure = None
   if n and len(fig_eps):
-    figure = np.asarray(_figure_images(make_purifiers(c), cls_params, vq["no_split"][0], vq["split"][0],
+    figure = np.asarray(_figure_images(make_purifiers(c), cls_params, parallel.take(vq["no_split"], 0),
+                                       parallel.take(vq["split"], 0),
                                        images[:n], labels[:n], fig_eps))
   write_results(workdir, results, figure, c)
   return results

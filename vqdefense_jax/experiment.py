@@ -1,10 +1,11 @@
-"""From a config to trained checkpoints: the classifier and one VQ-VAE per (kind, codebook size).
+"""From a config to trained checkpoints: the classifier and a VQ-VAE per (kind, codebook size).
 
 Workdir layout:
   config.json                     the resolved config
   metrics.jsonl                   training metrics, one JSON object per line
   checkpoints/classifier/         orbax CheckpointManager directories
-  checkpoints/vqvae_<kind>_K<size>/
+  checkpoints/vqvae_<kind>_sweep_K<sizes>/   every size of a kind as one stack (train.sweep)
+  checkpoints/vqvae_<kind>_K<size>/          one per size (train.sweep = False)
 """
 
 import dataclasses
@@ -22,6 +23,7 @@ import optax
 
 from vqdefense_jax import config as config_lib
 from vqdefense_jax import data as data_lib
+from vqdefense_jax import parallel
 from vqdefense_jax import quantizer
 from vqdefense_jax import split as split_lib
 from vqdefense_jax import training
@@ -90,6 +92,16 @@ def ckpt_name(kind: str, size: int) -> str:
   return f"vqvae_{kind}_K{size}"
 
 
+def sweep_name(kind: str, sizes) -> str:
+  """One checkpoint for the stack of every codebook size of a kind (train.sweep)."""
+  return f"vqvae_{kind}_sweep_K{'-'.join(str(s) for s in sizes)}"
+
+
+def sweep_of(c, kind: str, mesh=None) -> training.Sweep:
+  return training.Sweep(names=tuple(ckpt_name(kind, s) for s in c.vqvae.codebook_sizes),
+                        model_axis=c.parallel.model_axis, mesh=mesh)
+
+
 def example_input(c, kind: str) -> jnp.ndarray:
   side = c.data.image_size // tile_k(c, kind)
   return jnp.zeros((1, side, side, 1), jnp.float32)
@@ -149,12 +161,20 @@ def train_all(c, workdir: str, stop_at: int | None = None) -> dict[str, dict[str
   log.info("classifier: clean test accuracy %.4f (%d test images)", acc, len(ds.test_images))
 
   model = vqvae_model(c)
+  sizes = list(c.vqvae.codebook_sizes)
   for kind in KINDS:
     task = vqvae_task(c, kind, n)
-    for size in c.vqvae.codebook_sizes:
+    inits = [vqvae_init(c, task, kind, size) for size in sizes]
+    if c.train.sweep:
+      name = sweep_name(kind, sizes)
+      ts = training.train(task, inits, train_x, train_y, ckpt_dir=ckpt(name), name=name,
+                          sweep=sweep_of(c, kind), **common)
+      states = [parallel.take(ts, i) for i in range(len(sizes))]
+    else:
+      states = [training.train(task, init, train_x, train_y, ckpt_dir=ckpt(ckpt_name(kind, size)),
+                               name=ckpt_name(kind, size), **common) for size, init in zip(sizes, inits)]
+    for size, ts in zip(sizes, states):
       name = ckpt_name(kind, size)
-      ts = training.train(task, vqvae_init(c, task, kind, size), train_x, train_y,
-                          ckpt_dir=ckpt(name), name=name, **common)
       m = vqvae_test_metrics(model, {"params": ts["params"], "codebook": ts["state"]}, tile_k(c, kind),
                              ds.test_images)
       summary[name] = m
@@ -196,28 +216,58 @@ def vqvae_test_metrics(model: VQVAE, variables, k: int, images: np.ndarray, batc
 
 
 def load_trained(c, workdir: str, n_train: int):
-  """Classifier params and {kind: [variables per codebook size]} from finished checkpoints.
+  """Classifier params and {kind: stacked variables of every codebook size} from finished checkpoints.
 
   `n_train` (the training-set size) fixes the step counts the checkpoints must have reached.
   """
   workdir = os.path.abspath(workdir)
   ckpt = lambda name: os.path.join(workdir, "checkpoints", name)
 
-  def load(task, init_fn, name):
-    abstract = jax.eval_shape(lambda: training.init_train_state(task, *init_fn()))
+  def load(task, init_fn, name, stacked=False):
+    if stacked:
+      abstract = jax.eval_shape(lambda: parallel.stack([training.init_train_state(task, *f()) for f in init_fn]))
+    else:
+      abstract = jax.eval_shape(lambda: training.init_train_state(task, *init_fn()))
     ts = training.restore(ckpt(name), abstract)
-    if int(ts["step"]) != task.num_steps:
-      raise VQDefenseError(f"{name}: checkpoint is at step {int(ts['step'])} of {task.num_steps}; re-run train.py "
+    step = int(np.asarray(ts["step"]).reshape(-1)[0])
+    if step != task.num_steps:
+      raise VQDefenseError(f"{name}: checkpoint is at step {step} of {task.num_steps}; re-run train.py "
                            "with the same config and workdir to finish training")
     return ts
 
   task = classifier_task(c, n_train)
   cls = load(task, classifier_init(c, task), "classifier")["params"]
+  sizes = list(c.vqvae.codebook_sizes)
   vq = {}
   for kind in KINDS:
     task = vqvae_task(c, kind, n_train)
-    vq[kind] = []
-    for size in c.vqvae.codebook_sizes:
-      ts = load(task, vqvae_init(c, task, kind, size), ckpt_name(kind, size))
-      vq[kind].append({"params": ts["params"], "codebook": ts["state"]})
+    inits = [vqvae_init(c, task, kind, size) for size in sizes]
+    if c.train.sweep:
+      ts = load(task, inits, sweep_name(kind, sizes), stacked=True)
+    else:
+      ts = parallel.stack([load(task, init, ckpt_name(kind, size)) for size, init in zip(sizes, inits)])
+    vq[kind] = {"params": ts["params"], "codebook": ts["state"]}
   return cls, vq
+
+
+def missing_checkpoints(c, workdir: str, n_train: int) -> list[str]:
+  """Names of the checkpoints `load_trained` needs that are absent or unfinished."""
+  workdir = os.path.abspath(workdir)
+  names = {"classifier": classifier_task(c, n_train).num_steps}
+  for kind in KINDS:
+    steps = vqvae_task(c, kind, n_train).num_steps
+    if c.train.sweep:
+      names[sweep_name(kind, c.vqvae.codebook_sizes)] = steps
+    else:
+      names.update({ckpt_name(kind, s): steps for s in c.vqvae.codebook_sizes})
+  missing = []
+  for name, steps in names.items():
+    d = os.path.join(workdir, "checkpoints", name)
+    mngr = training.checkpoint_manager(d) if os.path.isdir(d) else None
+    try:
+      if mngr is None or mngr.latest_step() != steps:
+        missing.append(name)
+    finally:
+      if mngr is not None:
+        mngr.close()
+  return missing

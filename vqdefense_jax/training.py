@@ -12,15 +12,17 @@ import functools
 import json
 import logging
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+from vqdefense_jax import parallel
 from vqdefense_jax.errors import VQDefenseError
 
 log = logging.getLogger(__name__)
@@ -62,8 +64,7 @@ def init_train_state(task: Task, params: Any, state: Any) -> dict[str, Any]:
               state=state)
 
 
-@jax.jit(static_argnums=0)
-def train_step(task: Task, ts: dict[str, Any], images: jnp.ndarray, labels: jnp.ndarray, idx_B: jnp.ndarray):
+def _step(task: Task, ts: dict[str, Any], images: jnp.ndarray, labels: jnp.ndarray, idx_B: jnp.ndarray):
   rng = jax.random.fold_in(jax.random.key(task.seed), ts["step"])
   grad_fn = jax.value_and_grad(task.loss, has_aux=True)
   (loss, (state, metrics)), grads = grad_fn(ts["params"], ts["state"], images[idx_B], labels[idx_B], rng)
@@ -71,6 +72,25 @@ def train_step(task: Task, ts: dict[str, Any], images: jnp.ndarray, labels: jnp.
   new = dict(step=ts["step"] + 1, params=optax.apply_updates(ts["params"], updates), opt_state=opt_state,
              state=state)
   return new, dict(loss=loss, **metrics)
+
+
+train_step = jax.jit(_step, static_argnums=0)
+
+
+@jax.jit(static_argnums=(0, 1, 2))
+def sweep_step(task: Task, model_axis: str, mesh: Mesh, ts_M: dict[str, Any], images: jnp.ndarray,
+               labels: jnp.ndarray, idx_B: jnp.ndarray):
+  """One step of every run in a stack (leading model axis), all on the same batch.
+
+  The runs differ only in their state (e.g. codebook size), so each run gets
+  exactly the update a single run would; the stack is split over the mesh's
+  'model' axis.
+  """
+  def local(ts_M, images, labels, idx_B):
+    return parallel.over_models(lambda ts: _step(task, ts, images, labels, idx_B), model_axis)(ts_M)
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P("model"), P(), P(), P()), out_specs=P("model"),
+                       check_vma=False)(ts_M, images, labels, idx_B)
 
 
 def batch_indices(seed: int, num_examples: int, batch_size: int, step: int) -> np.ndarray:
@@ -117,15 +137,44 @@ def _restore(mngr: ocp.CheckpointManager, directory: str, abstract_ts: Any, step
                          f"{first[:300]}; delete it to retrain") from e
 
 
-def train(task: Task, init_fn: Callable[[], tuple[Any, Any]], images: jax.Array | np.ndarray,
-          labels: jax.Array | np.ndarray, *,
+@dataclasses.dataclass(frozen=True)
+class Sweep:
+  """Train several runs of one task as a stack: one compiled step advances them all.
+
+  `names` label each run in the metrics; `model_axis` is 'map' or 'vmap'
+  (parallel.over_models); the stack is split over `mesh`'s 'model' axis.
+  """
+  names: tuple[str, ...]
+  model_axis: str = "map"
+  mesh: Mesh | None = None
+
+  def resolved_mesh(self) -> Mesh:
+    return self.mesh if self.mesh is not None else parallel.model_mesh(len(self.names))
+
+
+def train(task: Task, init_fn: Callable[[], tuple[Any, Any]] | Sequence[Callable[[], tuple[Any, Any]]],
+          images: jax.Array | np.ndarray, labels: jax.Array | np.ndarray, *,
           ckpt_dir: str, name: str, metrics_file: str | None = None, checkpoint_every: int = 500,
-          log_every: int = 50, stop_at: int | None = None) -> dict[str, Any]:
+          log_every: int = 50, stop_at: int | None = None, sweep: Sweep | None = None) -> dict[str, Any]:
   """Train `task` from `init_fn()` (or from the newest checkpoint in ckpt_dir) for task.num_steps steps.
 
+  With `sweep`, `init_fn` is one init function per run and the runs train as a
+  stack (leading model axis in every leaf of the returned state), each exactly
+  as it would alone: same initial state, same batches, same updates.
   `stop_at` ends the run early as an interruption would (used by the resume test).
   Returns the final train state.
   """
+  if sweep is None:
+    init_state = lambda: init_train_state(task, *init_fn())
+    place = lambda ts: ts
+    step_fn = functools.partial(train_step, task)
+  else:
+    if len(init_fn) != len(sweep.names):
+      raise VQDefenseError(f"{name}: {len(init_fn)} init functions for {len(sweep.names)} runs")
+    mesh = sweep.resolved_mesh()
+    init_state = lambda: parallel.stack([init_train_state(task, *f()) for f in init_fn])
+    place = lambda ts: parallel.shard_models(ts, mesh)
+    step_fn = functools.partial(sweep_step, task, sweep.model_axis, mesh)
   mngr = checkpoint_manager(ckpt_dir)
   out = None
   try:
@@ -134,26 +183,33 @@ def train(task: Task, init_fn: Callable[[], tuple[Any, Any]], images: jax.Array 
       raise VQDefenseError(f"{ckpt_dir} holds step {latest}, beyond the configured {task.num_steps} steps; "
                            "use a fresh workdir")
     if latest is None:
-      ts = init_train_state(task, *init_fn())
+      ts = place(init_state())
     else:
-      ts = _restore(mngr, ckpt_dir, jax.eval_shape(lambda: init_train_state(task, *init_fn())), latest)
+      abstract = jax.eval_shape(init_state)
+      if sweep is not None:
+        sharding = NamedSharding(mesh, P("model"))
+        abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
+      ts = _restore(mngr, ckpt_dir, abstract, latest)
       if latest < task.num_steps:
         log.warning("%s: resuming from checkpoint step %d of %d", name, latest, task.num_steps)
-    start = int(ts["step"])
+    start = int(np.asarray(ts["step"]).reshape(-1)[0])
     end = task.num_steps if stop_at is None else min(stop_at, task.num_steps)
     images_d, labels_d = jnp.asarray(images), jnp.asarray(labels)
+    if sweep is not None:  # on every device of the mesh once, not copied there every step
+      images_d, labels_d = parallel.replicate((images_d, labels_d), mesh)
     out = open(metrics_file, "a") if metrics_file else None
     bar = tqdm(range(start, end), initial=start, total=task.num_steps, desc=name, unit="step",
                disable=start >= end, dynamic_ncols=True)
     for step in bar:
       idx = batch_indices(task.seed, len(images), task.batch_size, step)
-      ts, metrics = train_step(task, ts, images_d, labels_d, jnp.asarray(idx))
+      ts, metrics = step_fn(ts, images_d, labels_d, jnp.asarray(idx))
       done = step + 1
       if done % log_every == 0 or done == task.num_steps:
-        row = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        bar.set_postfix(loss=f"{row['loss']:.4f}")
+        rows = _metric_rows(jax.device_get(metrics), [name] if sweep is None else list(sweep.names))
+        bar.set_postfix(loss=" ".join(f"{row['loss']:.4f}" for _, row in rows))
         if out:
-          out.write(json.dumps({"model": name, "step": done, **row}) + "\n")
+          for model, row in rows:
+            out.write(json.dumps({"model": model, "step": done, **row}) + "\n")
           out.flush()
       if done % checkpoint_every == 0 or done == task.num_steps:
         mngr.save(done, args=ocp.args.StandardSave(ts))
@@ -163,3 +219,10 @@ def train(task: Task, init_fn: Callable[[], tuple[Any, Any]], images: jax.Array 
     if out:
       out.close()
   return ts
+
+
+def _metric_rows(metrics: dict[str, np.ndarray], names: list[str]) -> list[tuple[str, dict[str, float]]]:
+  """One {metric: value} row per run; a stack's metrics carry a leading model axis."""
+  if len(names) == 1 and all(np.ndim(v) == 0 for v in metrics.values()):
+    return [(names[0], {k: float(v) for k, v in metrics.items()})]
+  return [(n, {k: float(v[i]) for k, v in metrics.items()}) for i, n in enumerate(names)]

@@ -1,0 +1,85 @@
+"""Stacks of models and the device mesh they run on.
+
+A *stack* is a pytree whose leaves carry a leading model axis M: the variables
+of every codebook size of one VQ-VAE kind (codebooks are padded to K_max, so
+they stack). `over_models` maps a per-model function over that axis in one of
+two ways, chosen by config (`parallel.model_axis`) because which one is faster
+depends on the backend:
+
+  map   `lax.map`: a loop inside the compiled computation, one model at a time,
+        each at the full batch. On a 2-core CPU this was 3.6x faster than vmap.
+  vmap  `jax.vmap`: all models at once; convolutions with stacked kernels
+        become grouped convolutions.
+
+The mesh has two named axes, ('model', 'batch'); with one device both have size
+1 and everything runs unchanged.
+"""
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from vqdefense_jax.errors import VQDefenseError
+
+MODEL_AXES = ("map", "vmap")
+
+
+def stack(trees: list[Any]) -> Any:
+  """[tree, tree, ...] -> one tree with a leading model axis."""
+  if not trees:
+    raise VQDefenseError("cannot stack an empty list of models")
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def take(stacked: Any, i: int) -> Any:
+  """Model i of a stack."""
+  return jax.tree.map(lambda x: x[i], stacked)
+
+
+def num_models(stacked: Any) -> int:
+  return int(jax.tree.leaves(stacked)[0].shape[0])
+
+
+def pad_models(stacked: Any, multiple: int) -> Any:
+  """Repeat the last model until M is a multiple of `multiple` (its results are dropped later)."""
+  m = num_models(stacked)
+  extra = -m % multiple
+  if not extra:
+    return stacked
+  return jax.tree.map(lambda x: jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]), stacked)
+
+
+def over_models(fn: Callable[..., Any], model_axis: str) -> Callable[..., Any]:
+  """fn(*per_model_args) -> fn over stacks of those args, along their leading axis."""
+  if model_axis == "vmap":
+    return jax.vmap(fn)
+  if model_axis == "map":
+    return lambda *stacks: jax.lax.map(lambda args: fn(*args), stacks)
+  raise VQDefenseError(f"model axis strategy must be one of {MODEL_AXES}, not {model_axis!r}")
+
+
+def make_mesh(model_devices: int = 1, devices: list | None = None) -> Mesh:
+  """A ('model', 'batch') mesh over all (or the given) devices: `model_devices` × the rest."""
+  devices = list(jax.devices() if devices is None else devices)
+  if model_devices < 1 or len(devices) % model_devices:
+    raise VQDefenseError(f"parallel.model_devices={model_devices} does not divide the {len(devices)} devices")
+  return Mesh(np.array(devices).reshape(model_devices, len(devices) // model_devices), ("model", "batch"))
+
+
+def model_mesh(num: int, devices: list | None = None) -> Mesh:
+  """A mesh for training a stack of `num` models: the largest device count that divides `num`, all on 'model'."""
+  devices = list(jax.devices() if devices is None else devices)
+  d = max(i for i in range(1, len(devices) + 1) if num % i == 0)
+  return make_mesh(d, devices[:d])
+
+
+def shard_models(stacked: Any, mesh: Mesh) -> Any:
+  """Place a stack with its model axis split over the mesh's 'model' axis (replicated over 'batch')."""
+  return jax.device_put(stacked, NamedSharding(mesh, P("model")))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+  return jax.device_put(tree, NamedSharding(mesh, P()))
