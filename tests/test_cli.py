@@ -104,6 +104,10 @@ def test_rerunning_train_on_a_finished_workdir_changes_nothing(trained):
     ("--config.vqvae.split_k=5", "not divisible"),
     ("--config.vqvae.bogus=1", "unknown config key"),
     ("--config.vqvae.layout=sideways", "vqvae.layout"),
+    ("--config.grid.pairing=worst", "grid.pairing"),
+    ("--config.grid.best_eps_max=-1", "grid.best_eps_max"),
+    ("--config.parallel.model_axis=pmap", "parallel.model_axis"),
+    ("--config.grid.chunk_size=0", "grid.chunk_size"),
 ])
 def test_bad_config_is_a_one_line_error_before_anything_is_written(tiny_config_file, tmp_path, capsys, override,
                                                                    message):
@@ -195,3 +199,53 @@ def test_auto_fetch_with_a_wrong_hash_is_an_error(tiny_config_file, tmp_path, ca
                      f"--config.data.cache_dir={empty}", "--config.data.auto_fetch=true"]) == 2
   assert "sha256" in _one_line_error(capsys)
   assert not (empty / data_lib.NPZ_NAME).exists() and not (tmp_path / "w" / "config.json").exists()
+
+
+GRID_FILES = ("grid.json", "grid.npz", "table2_no_split.csv", "table2_no_split.md", "table3_split.csv",
+              "table3_split.md", "table_vae_to_split.md", "table_split_to_vae.md", "table_undefended.csv",
+              "fig3_accuracy_vs_eps.png", "fig4_pipelines.png", "heatmap_no_split.png", "heatmap_split.png",
+              "reconstructions.png")
+
+
+def test_grid_on_a_fresh_workdir_trains_first_then_writes_every_output(tiny_config_file, tmp_path, capsys, caplog):
+  workdir = tmp_path / "fresh"
+  with caplog.at_level("WARNING"):
+    assert evaluate.main(["--grid", "--config", tiny_config_file, "--workdir", str(workdir)]) == 0
+  assert "training them first" in caplog.text and "vqvae_split_sweep_K4-6" in caplog.text
+  out = capsys.readouterr().out
+  assert "undefended" in out and "No-Split-VAE" in out
+  for f in GRID_FILES:
+    assert (workdir / f).exists(), f
+  res = json.loads((workdir / "grid.json").read_text())
+  assert res["axes"]["codebook_size"] == [4, 6] and res["axes"]["epsilon"] == [0.0, 0.1, 0.3]
+  assert np.asarray(res["accuracy"]).shape == (4, 2, 3)
+  with np.load(workdir / "grid.npz") as z:
+    np.testing.assert_allclose(z["accuracy"], res["accuracy"])
+    assert list(z["purifier"]) == res["axes"]["purifier"]
+  # The CSV table holds the same numbers as the results file.
+  rows = list(csv.reader(open(workdir / "table3_split.csv")))
+  assert rows[0] == ["codebook_size", "0.00", "0.10", "0.30"]
+  split = res["axes"]["purifier"].index("split")
+  for r, acc_E in zip(rows[1:], res["accuracy"][split]):
+    np.testing.assert_allclose([float(v) for v in r[1:]], acc_E, atol=5e-5)
+
+  # A second run finds every checkpoint and trains nothing.
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    assert evaluate.main(["--grid", "--config", tiny_config_file, "--workdir", str(workdir)]) == 0
+  assert "training them first" not in caplog.text
+
+  # --plot-only regenerates tables and figures from grid.json and grid.npz alone.
+  only = tmp_path / "only"
+  only.mkdir()
+  for f in ("grid.json", "grid.npz"):
+    (only / f).write_bytes((workdir / f).read_bytes())
+  assert evaluate.main(["--plot-only", "--workdir", str(only)]) == 0
+  for f in GRID_FILES:
+    assert (only / f).exists(), f
+  assert (only / "table3_split.md").read_text() == (workdir / "table3_split.md").read_text()
+
+
+def test_plot_only_without_results_is_a_one_line_error(tmp_path, capsys):
+  assert evaluate.main(["--plot-only", "--workdir", str(tmp_path)]) == 2
+  assert "--grid" in _one_line_error(capsys)

@@ -15,9 +15,12 @@ from vqdefense_jax.errors import VQDefenseError
 DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "quick.py")
 
 
-def parse(argv: list[str], description: str):
-  p = argparse.ArgumentParser(description=description,
+def parse(argv: list[str], description: str, flags: dict[str, str] | None = None):
+  """--config, --workdir, --config.<key>=<value> overrides, and the boolean `flags` {name: help}."""
+  p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                               epilog="Any config field can be overridden: --config.vqvae.codebook_sizes=100,200")
+  for name, text in (flags or {}).items():
+    p.add_argument(f"--{name}", action="store_true", help=text)
   p.add_argument("--config", default=DEFAULT_CONFIG, help="experiment file with get_config() (default: quick)")
   p.add_argument("--workdir", default=None, help="run directory (default: runs/<config name>)")
   args, rest = p.parse_known_args(argv)

@@ -196,6 +196,8 @@ def validate(c: ml_collections.ConfigDict) -> None:
       raise VQDefenseError(f"{key} must be >= 0")
   if c.eval.batch_size < 1 or c.train.checkpoint_every < 1 or c.train.log_every < 1 or c.grid.chunk_size < 1:
     raise VQDefenseError("eval.batch_size, grid.chunk_size, train.checkpoint_every and train.log_every must be >= 1")
+  if c.grid.best_eps_max < min(float(e) for e in eps):
+    raise VQDefenseError(f"grid.best_eps_max={c.grid.best_eps_max} is below every ε in attack.epsilons")
   if c.grid.pairing not in ("same", "best"):
     raise VQDefenseError(f"grid.pairing must be 'same' or 'best', not {c.grid.pairing!r}")
   if c.parallel.model_axis not in ("map", "vmap"):

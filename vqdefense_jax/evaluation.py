@@ -1,10 +1,15 @@
-"""Grey-box FGSM → purify → classify, for every codebook size, over the whole ε vector.
+"""Grey-box FGSM → purify → classify, over the whole ε vector: per codebook size, or as one grid.
 
-Per codebook size and test batch the whole computation (one gradient, every ε,
-every purifier) is ONE jitted call; the batch is padded to a fixed size so it
-compiles once. Outputs (under the workdir): results.json, results.csv,
-accuracy_vs_eps.png and reconstructions.png. They are written only after the
-whole evaluation succeeded.
+`evaluate` (the core evaluation): per codebook size and test batch, one jitted
+call (one gradient, every ε, every purifier); the batch is padded to a fixed
+size so it compiles once. Writes results.json, results.csv,
+accuracy_vs_eps.png and reconstructions.png.
+
+`evaluate_grid` (`evaluate.py --grid`): every codebook size of both kinds,
+every purifier and ε, the whole test set as ONE compiled computation
+(grid.py); writes grid.json, grid.npz, tables and figures (report.py).
+
+Outputs are written only after the whole evaluation succeeded.
 """
 
 import csv
@@ -22,8 +27,10 @@ from vqdefense_jax import attacks
 from vqdefense_jax import config as config_lib
 from vqdefense_jax import data as data_lib
 from vqdefense_jax import experiment
+from vqdefense_jax import grid
 from vqdefense_jax import parallel
 from vqdefense_jax import plots
+from vqdefense_jax import report
 from vqdefense_jax.errors import VQDefenseError
 from vqdefense_jax.models import Classifier
 from vqdefense_jax.purifiers import apply_all, make_purifier
@@ -113,6 +120,45 @@ def evaluate(c, workdir: str) -> dict:
                                        parallel.take(vq["split"], 0),
                                        images[:n], labels[:n], fig_eps))
   write_results(workdir, results, figure, c)
+  return results
+
+
+def evaluate_grid(c, workdir: str) -> dict:
+  """`evaluate.py --grid`: train what is missing, run the whole grid as one computation, write every output."""
+  config_lib.validate(c)
+  workdir = experiment.prepare_workdir(workdir)
+  ds = data_lib.load_dataset(c.data)
+  missing = experiment.missing_checkpoints(c, workdir, len(ds.train_images))
+  if missing:
+    log.warning("grid: checkpoints missing or unfinished in %s: %s; training them first", workdir,
+                ", ".join(missing))
+    experiment.train_all(c, workdir)
+  cls_params, stacks = experiment.load_trained(c, workdir, len(ds.train_images))
+  images, labels = ds.test_images, ds.test_labels
+  mesh = parallel.make_mesh(c.parallel.model_devices)
+  t0 = time.perf_counter()
+  results = grid.run_grid(c, cls_params, stacks, images, labels, mesh)
+  wall = time.perf_counter() - t0
+  results.update(
+      attack=c.attack.name, threat_model=THREAT_MODEL, num_test_images=int(len(images)),
+      classifier_clean_accuracy=experiment.classifier_accuracy(cls_params, images, labels),
+      grid_wall_time_s=round(wall, 2), device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
+      num_devices=jax.device_count(), mesh=dict(mesh.shape), model_axis=c.parallel.model_axis,
+      jax_version=jax.__version__, config=c.to_dict())
+
+  sizes = list(c.vqvae.codebook_sizes)
+  pair = {kind: results["best_size"].get(kind, sizes[0]) for kind in experiment.KINDS}
+  n = min(c.eval.figure_examples, len(images))
+  figure = None
+  if n and len(c.eval.figure_epsilons):
+    figure = np.asarray(_figure_images(
+        make_purifiers(c), cls_params, parallel.take(stacks["no_split"], sizes.index(pair["no_split"])),
+        parallel.take(stacks["split"], sizes.index(pair["split"])), images[:n], labels[:n],
+        jnp.asarray(c.eval.figure_epsilons, jnp.float32)))
+    results["figure"] = dict(rows=["clean", "adversarial"] + [p for p in c.eval.purifiers if p != "none"],
+                             epsilons=[float(e) for e in c.eval.figure_epsilons],
+                             no_split_size=pair["no_split"], split_size=pair["split"])
+  report.save(results, figure, workdir)
   return results
 
 

@@ -17,7 +17,8 @@ slice of the models and of every chunk, and the counts are summed over the
 Pipelines pair model i of the No-Split stack with model i of the Split stack.
 `grid.pairing = 'best'` instead pairs the best No-Split size with the best
 Split size (best = highest mean accuracy over ε <= grid.best_eps_max, the
-paper's criterion in Sec. 3.2): a second compiled call on one-model stacks.
+paper's criterion in Sec. 3.2): a second compiled call on one-model stacks;
+the per-size rows then hold no_split and split only.
 """
 
 import functools
@@ -33,12 +34,12 @@ from jax.sharding import Mesh, PartitionSpec as P
 from vqdefense_jax import attacks
 from vqdefense_jax import experiment
 from vqdefense_jax import parallel
+from vqdefense_jax import report
 from vqdefense_jax.errors import VQDefenseError
 from vqdefense_jax.models import Classifier
 from vqdefense_jax.purifiers import Purifier, apply_all, make_purifier
 
 log = logging.getLogger(__name__)
-THREAT_MODEL = "grey-box FGSM: the attacker differentiates the classifier only, not the purifier"
 
 
 def grid_counts_fn(purifiers: tuple[Purifier, ...], model_axis: str, mesh: Mesh, cls_params, no_split_M,
@@ -121,14 +122,6 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
   return np.asarray(undefended_E) / n, np.asarray(defended_MxPxE)[:m] / n, timing
 
 
-def best_index(acc_MxE: np.ndarray, epsilons, eps_max: float) -> int:
-  """Index of the model with the highest mean accuracy over ε <= eps_max (ties: the first)."""
-  low = np.asarray(epsilons) <= eps_max + 1e-9
-  if not low.any():
-    raise VQDefenseError(f"grid.best_eps_max={eps_max} is below every ε in attack.epsilons")
-  return int(np.argmax(acc_MxE[:, low].mean(axis=1)))
-
-
 def run_grid(c, cls_params, stacks: dict[str, Any], images: np.ndarray, labels: np.ndarray,
              mesh: Mesh | None = None) -> dict[str, Any]:
   """The full grid for config `c`; returns the named-axes results (what grid.json holds)."""
@@ -136,9 +129,9 @@ def run_grid(c, cls_params, stacks: dict[str, Any], images: np.ndarray, labels: 
   eps = [float(e) for e in c.attack.epsilons]
   sizes = [int(s) for s in c.vqvae.codebook_sizes]
   purifiers = purifiers_of(c)
-  singles = tuple(p for p in purifiers if len(p.stages) == 1)
   pipelines = tuple(p for p in purifiers if len(p.stages) > 1)
-  per_size = purifiers if c.grid.pairing == "same" else singles
+  # 'best' needs both single-model purifiers to pick the sizes, whatever eval.purifiers lists.
+  per_size = purifiers if c.grid.pairing == "same" else purifiers_of(c, ("no_split", "split"))
   run = functools.partial(run_counts, model_axis=c.parallel.model_axis, mesh=mesh, cls_params=cls_params,
                           images=images, labels=labels, epsilons=eps, chunk_size=c.grid.chunk_size)
   log.info("grid: %d test images × %d ε × %d codebook sizes × %d purifiers + undefended, one computation on %s "
@@ -147,7 +140,7 @@ def run_grid(c, cls_params, stacks: dict[str, Any], images: np.ndarray, labels: 
   undefended, acc_MxPxE, timing = run(per_size, no_split_M=stacks["no_split"], split_M=stacks["split"])
   log.info("grid: compiled in %.1f s, ran in %.1f s", timing["compile_s"], timing["run_s"])
   acc = {p.name: acc_MxPxE[:, i] for i, p in enumerate(per_size)}
-  best = {kind: sizes[best_index(acc[kind], eps, c.grid.best_eps_max)] for kind in ("no_split", "split")
+  best = {kind: sizes[report.best_index(acc[kind], eps, c.grid.best_eps_max)] for kind in ("no_split", "split")
           if kind in acc}
   results = dict(
       axes=dict(purifier=[p.name for p in per_size], codebook_size=sizes, epsilon=eps),

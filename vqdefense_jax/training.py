@@ -77,20 +77,22 @@ def _step(task: Task, ts: dict[str, Any], images: jnp.ndarray, labels: jnp.ndarr
 train_step = jax.jit(_step, static_argnums=0)
 
 
-@jax.jit(static_argnums=(0, 1, 2))
-def sweep_step(task: Task, model_axis: str, mesh: Mesh, ts_M: dict[str, Any], images: jnp.ndarray,
-               labels: jnp.ndarray, idx_B: jnp.ndarray):
-  """One step of every run in a stack (leading model axis), all on the same batch.
+@functools.lru_cache(maxsize=None)
+def sweep_step(task: Task, model_axis: str, mesh: Mesh):
+  """The compiled step of a stack of runs (leading model axis), all on the same batch.
 
   The runs differ only in their state (e.g. codebook size), so each run gets
-  exactly the update a single run would; the stack is split over the mesh's
-  'model' axis.
+  exactly the update a single run would. The stack is split over the mesh's
+  'model' axis; in- and out-shardings are fixed so the state's placement never
+  changes between steps (a changed placement would compile the step again).
   """
   def local(ts_M, images, labels, idx_B):
     return parallel.over_models(lambda ts: _step(task, ts, images, labels, idx_B), model_axis)(ts_M)
 
-  return jax.shard_map(local, mesh=mesh, in_specs=(P("model"), P(), P(), P()), out_specs=P("model"),
-                       check_vma=False)(ts_M, images, labels, idx_B)
+  step = jax.shard_map(local, mesh=mesh, in_specs=(P("model"), P(), P(), P()), out_specs=P("model"),
+                       check_vma=False)
+  models, replicated = NamedSharding(mesh, P("model")), NamedSharding(mesh, P())
+  return jax.jit(step, in_shardings=(models, replicated, replicated, replicated), out_shardings=models)
 
 
 def batch_indices(seed: int, num_examples: int, batch_size: int, step: int) -> np.ndarray:
@@ -174,7 +176,7 @@ def train(task: Task, init_fn: Callable[[], tuple[Any, Any]] | Sequence[Callable
     mesh = sweep.resolved_mesh()
     init_state = lambda: parallel.stack([init_train_state(task, *f()) for f in init_fn])
     place = lambda ts: parallel.shard_models(ts, mesh)
-    step_fn = functools.partial(sweep_step, task, sweep.model_axis, mesh)
+    step_fn = sweep_step(task, sweep.model_axis, mesh)
   mngr = checkpoint_manager(ckpt_dir)
   out = None
   try:
