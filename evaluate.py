@@ -23,13 +23,14 @@ def main(argv: list[str]) -> int:
   cli.setup_logging()
 
   def go():
-    from vqdefense_jax import config, evaluation, report
+    from vqdefense_jax import config, evaluation, parallel, report
     workdir = os.path.abspath(args.workdir)
     if args.plot_only:
       written = report.render(workdir)
       print(f"wrote {len(written)} files to {workdir}")
       return
     c = config.load_config(args.config, overrides)
+    parallel.initialize(c.parallel.distributed)
     if args.grid:
       results = evaluation.evaluate_grid(c, workdir)
       print(report.format_grid(results))

@@ -14,7 +14,10 @@ def main(argv: list[str]) -> int:
 
   def go():
     from vqdefense_jax import config, experiment
-    experiment.train_all(config.load_config(args.config, overrides), args.workdir)
+    from vqdefense_jax import parallel
+    c = config.load_config(args.config, overrides)
+    parallel.initialize(c.parallel.distributed)
+    experiment.train_all(c, args.workdir)
     print(f"trained; checkpoints and metrics.jsonl under {args.workdir}")
 
   return cli.run(go)

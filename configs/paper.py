@@ -1,7 +1,6 @@
 """The paper's protocol (Kim, Hyun & Hong 2022, Table 1 and Secs. 2–4), full size: a GPU job.
 
-  python train.py --config configs/paper.py --workdir runs/paper
-  python evaluate.py --config configs/paper.py --workdir runs/paper
+  python evaluate.py --grid --config configs/paper.py   # trains what is missing, then the grid
 
 MNIST resized 28→24 (bilinear, no antialias); the PyTorch-MNIST-example classifier
 (Adadelta lr 1.0, ×0.7 per epoch, 14 epochs, batch 64); No-Split and 4-Split

@@ -1,7 +1,7 @@
 """Quick CPU demo: the paper's pipeline shrunk to run in a few minutes on a laptop.
 
-  python train.py --config configs/quick.py --workdir runs/quick
-  python evaluate.py --config configs/quick.py --workdir runs/quick
+  python evaluate.py --grid        # = --config configs/quick.py --workdir runs/quick; trains first
+  python train.py && python evaluate.py   # the same models, evaluated per codebook size
 
 Differences from configs/paper.py: 12,000 training and 1,000 test images,
 32-channel VQ-VAEs with D = 32 and two codebook sizes (32, 128), 1,200 VQ-VAE

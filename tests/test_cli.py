@@ -106,7 +106,7 @@ def test_rerunning_train_on_a_finished_workdir_changes_nothing(trained):
     ("--config.vqvae.layout=sideways", "vqvae.layout"),
     ("--config.grid.pairing=worst", "grid.pairing"),
     ("--config.grid.best_eps_max=-1", "grid.best_eps_max"),
-    ("--config.parallel.model_axis=pmap", "parallel.model_axis"),
+    ("--config.parallel.grid_model_axis=pmap", "parallel.grid_model_axis"),
     ("--config.grid.chunk_size=0", "grid.chunk_size"),
 ])
 def test_bad_config_is_a_one_line_error_before_anything_is_written(tiny_config_file, tmp_path, capsys, override,

@@ -78,8 +78,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.sweep = True                # train every codebook size of a kind in one stacked step
 
   c.parallel = ml_collections.ConfigDict()
-  c.parallel.model_axis = "map"       # stacks of models: 'map' (lax.map) or 'vmap'; see benchmarks/README.md
+  # How a stack of models is mapped, 'map' (lax.map) or 'vmap': measured per use (benchmarks/README.md).
+  c.parallel.grid_model_axis = "map"  # evaluation: lax.map was 6x faster than vmap on a 2-core CPU
+  c.parallel.train_model_axis = "vmap"  # sweep training: vmap; lax.map of a train step was 10x slower on CPU
   c.parallel.model_devices = 1        # mesh devices on the model axis; the other devices shard the batch
+  c.parallel.distributed = False      # call jax.distributed.initialize() first (multi-host; README.md)
   c.lock()
   return c
 
@@ -200,8 +203,9 @@ def validate(c: ml_collections.ConfigDict) -> None:
     raise VQDefenseError(f"grid.best_eps_max={c.grid.best_eps_max} is below every ε in attack.epsilons")
   if c.grid.pairing not in ("same", "best"):
     raise VQDefenseError(f"grid.pairing must be 'same' or 'best', not {c.grid.pairing!r}")
-  if c.parallel.model_axis not in ("map", "vmap"):
-    raise VQDefenseError(f"parallel.model_axis must be 'map' or 'vmap', not {c.parallel.model_axis!r}")
+  for key in ("grid_model_axis", "train_model_axis"):
+    if c.parallel[key] not in ("map", "vmap"):
+      raise VQDefenseError(f"parallel.{key} must be 'map' or 'vmap', not {c.parallel[key]!r}")
   if c.parallel.model_devices < 1:
     raise VQDefenseError("parallel.model_devices must be >= 1")
 

@@ -143,7 +143,7 @@ def evaluate_grid(c, workdir: str) -> dict:
       attack=c.attack.name, threat_model=THREAT_MODEL, num_test_images=int(len(images)),
       classifier_clean_accuracy=experiment.classifier_accuracy(cls_params, images, labels),
       grid_wall_time_s=round(wall, 2), device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
-      num_devices=jax.device_count(), mesh=dict(mesh.shape), model_axis=c.parallel.model_axis,
+      num_devices=jax.device_count(), mesh=dict(mesh.shape), model_axis=c.parallel.grid_model_axis,
       jax_version=jax.__version__, config=c.to_dict())
 
   sizes = list(c.vqvae.codebook_sizes)
@@ -158,7 +158,8 @@ def evaluate_grid(c, workdir: str) -> dict:
     results["figure"] = dict(rows=["clean", "adversarial"] + [p for p in c.eval.purifiers if p != "none"],
                              epsilons=[float(e) for e in c.eval.figure_epsilons],
                              no_split_size=pair["no_split"], split_size=pair["split"])
-  report.save(results, figure, workdir)
+  if jax.process_index() == 0:  # on several hosts, one process writes the outputs
+    report.save(results, figure, workdir)
   return results
 
 

@@ -99,7 +99,7 @@ def sweep_name(kind: str, sizes) -> str:
 
 def sweep_of(c, kind: str, mesh=None) -> training.Sweep:
   return training.Sweep(names=tuple(ckpt_name(kind, s) for s in c.vqvae.codebook_sizes),
-                        model_axis=c.parallel.model_axis, mesh=mesh)
+                        model_axis=c.parallel.train_model_axis, mesh=mesh)
 
 
 def example_input(c, kind: str) -> jnp.ndarray:
@@ -143,8 +143,10 @@ def train_all(c, workdir: str, stop_at: int | None = None) -> dict[str, dict[str
   config_lib.validate(c)
   workdir = prepare_workdir(workdir)
   ds = data_lib.load_dataset(c.data)
-  write_json_atomic(os.path.join(workdir, "config.json"), c.to_dict())
-  metrics_file = os.path.join(workdir, "metrics.jsonl")
+  lead = jax.process_index() == 0  # on several hosts, one process writes the files (orbax coordinates itself)
+  if lead:
+    write_json_atomic(os.path.join(workdir, "config.json"), c.to_dict())
+  metrics_file = os.path.join(workdir, "metrics.jsonl") if lead else None
   ckpt = lambda name: os.path.join(workdir, "checkpoints", name)
   common = dict(metrics_file=metrics_file, checkpoint_every=c.train.checkpoint_every, log_every=c.train.log_every,
                 stop_at=stop_at)
@@ -180,7 +182,7 @@ def train_all(c, workdir: str, stop_at: int | None = None) -> dict[str, dict[str
       summary[name] = m
       log.info("%s: test recon MSE %.5f, perplexity %.1f, dead codes %.1f%%", name, m["recon_mse"],
                m["perplexity"], 100 * m["dead_code_share"])
-  with open(metrics_file, "a") as f:
+  with open(metrics_file or os.devnull, "a") as f:
     for name, m in summary.items():
       f.write(json.dumps({"model": name, "subset": "test", **m}) + "\n")
   return summary

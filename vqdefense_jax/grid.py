@@ -29,7 +29,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from vqdefense_jax import attacks
 from vqdefense_jax import experiment
@@ -110,8 +110,11 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
   n_model, n_batch = mesh.shape["model"], mesh.shape["batch"]
   chunk = -(-min(chunk_size, len(images)) // n_batch) * n_batch
   x, y, w = chunked(images, labels, chunk)
-  args = (cls_params, parallel.pad_models(no_split_M, n_model), parallel.pad_models(split_M, n_model),
-          x, y, w, jnp.asarray(epsilons, jnp.float32))
+  replicated, models, batch = (NamedSharding(mesh, spec) for spec in (P(), P("model"), P(None, "batch")))
+  args = (cls_params, parallel.pad_models(no_split_M, n_model), parallel.pad_models(split_M, n_model), x, y, w,
+          np.asarray(epsilons, np.float32))
+  args = tuple(parallel.put(a, s) for a, s in
+               zip(args, (replicated, models, models, batch, batch, batch, replicated)))
   t0 = time.perf_counter()
   compiled = grid_counts.lower(purifiers, model_axis, mesh, *args).compile()
   t1 = time.perf_counter()
@@ -132,11 +135,11 @@ def run_grid(c, cls_params, stacks: dict[str, Any], images: np.ndarray, labels: 
   pipelines = tuple(p for p in purifiers if len(p.stages) > 1)
   # 'best' needs both single-model purifiers to pick the sizes, whatever eval.purifiers lists.
   per_size = purifiers if c.grid.pairing == "same" else purifiers_of(c, ("no_split", "split"))
-  run = functools.partial(run_counts, model_axis=c.parallel.model_axis, mesh=mesh, cls_params=cls_params,
+  run = functools.partial(run_counts, model_axis=c.parallel.grid_model_axis, mesh=mesh, cls_params=cls_params,
                           images=images, labels=labels, epsilons=eps, chunk_size=c.grid.chunk_size)
   log.info("grid: %d test images × %d ε × %d codebook sizes × %d purifiers + undefended, one computation on %s "
            "(mesh model=%d batch=%d, model axis %s)", len(images), len(eps), len(sizes), len(per_size),
-           jax.devices()[0].device_kind, mesh.shape["model"], mesh.shape["batch"], c.parallel.model_axis)
+           jax.devices()[0].device_kind, mesh.shape["model"], mesh.shape["batch"], c.parallel.grid_model_axis)
   undefended, acc_MxPxE, timing = run(per_size, no_split_M=stacks["no_split"], split_M=stacks["split"])
   log.info("grid: compiled in %.1f s, ran in %.1f s", timing["compile_s"], timing["run_s"])
   acc = {p.name: acc_MxPxE[:, i] for i, p in enumerate(per_size)}

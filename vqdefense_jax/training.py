@@ -147,7 +147,7 @@ class Sweep:
   (parallel.over_models); the stack is split over `mesh`'s 'model' axis.
   """
   names: tuple[str, ...]
-  model_axis: str = "map"
+  model_axis: str = "vmap"
   mesh: Mesh | None = None
 
   def resolved_mesh(self) -> Mesh:
