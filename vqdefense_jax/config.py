@@ -80,7 +80,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.parallel = ml_collections.ConfigDict()
   # How a stack of models is mapped, 'map' (lax.map) or 'vmap': measured per use (benchmarks/README.md).
   c.parallel.grid_model_axis = "map"  # evaluation: lax.map was 6x faster than vmap on a 2-core CPU
-  c.parallel.train_model_axis = "vmap"  # sweep training: vmap; lax.map of a train step was 10x slower on CPU
+  c.parallel.train_model_axis = "vmap"  # sweep training: lax.map of a train step was 5-15x slower on CPU
   c.parallel.model_devices = 1        # mesh devices on the model axis; the other devices shard the batch
   c.parallel.distributed = False      # call jax.distributed.initialize() first (multi-host; README.md)
   c.lock()

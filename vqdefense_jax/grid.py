@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
 
 from vqdefense_jax import attacks
 from vqdefense_jax import experiment
@@ -40,6 +41,13 @@ from vqdefense_jax.models import Classifier
 from vqdefense_jax.purifiers import Purifier, apply_all, make_purifier
 
 log = logging.getLogger(__name__)
+# The progress bar of the running grid; the compiled scan reports each finished chunk to it (host callback).
+_progress: dict[str, Any] = {"bar": None}
+
+
+def _chunk_done(_) -> None:
+  if _progress["bar"] is not None:
+    _progress["bar"].update(1)
 
 
 def grid_counts_fn(purifiers: tuple[Purifier, ...], model_axis: str, mesh: Mesh, cls_params, no_split_M,
@@ -68,6 +76,7 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], model_axis: str, mesh: Mesh,
 
       undefended_E, defended_MxPxE = carry
       defended = parallel.over_models(one_model, model_axis)(no_split_M, split_M)
+      jax.debug.callback(_chunk_done, defended[0, 0, 0])  # after this chunk's results exist
       return (undefended_E + correct_E(flat), defended_MxPxE + defended), None
 
     init = (jnp.zeros((e,), jnp.int32), jnp.zeros((m, p, e), jnp.int32))
@@ -115,10 +124,18 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
           np.asarray(epsilons, np.float32))
   args = tuple(parallel.put(a, s) for a, s in
                zip(args, (replicated, models, models, batch, batch, batch, replicated)))
+  if not purifiers:
+    raise VQDefenseError("the grid needs at least one purifier besides 'none' in eval.purifiers")
   t0 = time.perf_counter()
   compiled = grid_counts.lower(purifiers, model_axis, mesh, *args).compile()
   t1 = time.perf_counter()
-  undefended_E, defended_MxPxE = jax.block_until_ready(compiled(*args))
+  # One tick per chunk and device; the whole grid is still one call.
+  _progress["bar"] = tqdm(total=len(x) * mesh.size, desc="grid", unit="chunk", dynamic_ncols=True)
+  try:
+    undefended_E, defended_MxPxE = jax.block_until_ready(compiled(*args))
+  finally:
+    _progress["bar"].close()
+    _progress["bar"] = None
   t2 = time.perf_counter()
   n = len(images)
   timing = dict(compile_s=t1 - t0, run_s=t2 - t1, chunk_size=chunk, num_chunks=len(x))
