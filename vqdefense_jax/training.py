@@ -5,6 +5,11 @@ A model contributes a `Task`: its loss (params, state, x, y, rng) ->
 VQ-VAE's EMA codebook, and its optimiser. Batches and dropout keys are pure
 functions of (seed, step), so a run restored from a checkpoint continues
 bit-identically with an uninterrupted one.
+
+The same loop trains a *sweep*: several runs of one task that differ only in
+their initial state (the codebook sizes of one VQ-VAE kind), stacked along a
+leading model axis and advanced together by one compiled step (`Sweep`,
+`sweep_step`).
 """
 
 import dataclasses
