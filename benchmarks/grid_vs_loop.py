@@ -70,7 +70,7 @@ def main(argv):
   p.add_argument("--sizes", default="100,500,1000", help="codebook sizes (ignored with --workdir)")
   p.add_argument("--num-images", type=int, default=500, help="first n test images")
   p.add_argument("--model-axis", default="map,vmap", help="grid strategies to time")
-  p.add_argument("--chunk-size", type=int, default=0, help="grid chunk (default: config grid.chunk_size)")
+  p.add_argument("--chunk-size", type=int, default=0, help="grid chunk (default: config, else per backend)")
   p.add_argument("--loop-batch", type=int, default=0, help="loop batch (default: config eval.batch_size)")
   p.add_argument("--skip-loop", action="store_true", help="time the grid only")
   args = p.parse_args(argv)
@@ -98,7 +98,7 @@ def main(argv):
         f"{record['device']} ({record['backend']})", flush=True)
 
   mesh = parallel.make_mesh(1, jax.devices()[:1])
-  chunk = args.chunk_size or c.grid.chunk_size
+  chunk = args.chunk_size or c.grid.chunk_size  # 0: grid.default_chunk_size() for this backend
   reference = None
   for axis in args.model_axis.split(","):
     und, acc, t = grid.run_counts(purifiers, axis, mesh, cls, stacks["no_split"], stacks["split"], images, labels,
@@ -116,7 +116,7 @@ def main(argv):
       np.testing.assert_allclose(acc, reference[1], atol=2 / n, err_msg=f"grid ({axis}) differs")
 
   if not args.skip_loop:
-    bs = min(args.loop_batch or c.eval.batch_size, n)
+    bs = grid.balanced_chunk(n, args.loop_batch or c.eval.batch_size)  # no more padding than needed
     correct_u, correct_MxPxE = np.zeros(e), np.zeros((m, pn, e))
     t0 = time.perf_counter()
     first = None
