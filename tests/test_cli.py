@@ -107,7 +107,7 @@ def test_rerunning_train_on_a_finished_workdir_changes_nothing(trained):
     ("--config.grid.pairing=worst", "grid.pairing"),
     ("--config.grid.best_eps_max=-1", "grid.best_eps_max"),
     ("--config.parallel.grid_model_axis=pmap", "parallel.grid_model_axis"),
-    ("--config.grid.chunk_size=0", "grid.chunk_size"),
+    ("--config.grid.chunk_size=-1", "grid.chunk_size"),
 ])
 def test_bad_config_is_a_one_line_error_before_anything_is_written(tiny_config_file, tmp_path, capsys, override,
                                                                    message):
