@@ -225,11 +225,8 @@ def load_trained(c, workdir: str, n_train: int):
   workdir = os.path.abspath(workdir)
   ckpt = lambda name: os.path.join(workdir, "checkpoints", name)
 
-  def load(task, init_fn, name, stacked=False):
-    if stacked:
-      abstract = jax.eval_shape(lambda: parallel.stack([training.init_train_state(task, *f()) for f in init_fn]))
-    else:
-      abstract = jax.eval_shape(lambda: training.init_train_state(task, *init_fn()))
+  def load(task, init_fn, name):
+    abstract = jax.eval_shape(lambda: training.initial_state(task, init_fn))
     ts = training.restore(ckpt(name), abstract)
     step = int(np.asarray(ts["step"]).reshape(-1)[0])
     if step != task.num_steps:
@@ -245,7 +242,7 @@ def load_trained(c, workdir: str, n_train: int):
     task = vqvae_task(c, kind, n_train)
     inits = [vqvae_init(c, task, kind, size) for size in sizes]
     if c.train.sweep:
-      ts = load(task, inits, sweep_name(kind, sizes), stacked=True)
+      ts = load(task, inits, sweep_name(kind, sizes))
     else:
       ts = parallel.stack([load(task, init, ckpt_name(kind, size)) for size, init in zip(sizes, inits)])
     vq[kind] = {"params": ts["params"], "codebook": ts["state"]}

@@ -69,6 +69,17 @@ def init_train_state(task: Task, params: Any, state: Any) -> dict[str, Any]:
               state=state)
 
 
+def initial_state(task: Task, init_fn: Callable[[], tuple[Any, Any]] | Sequence[Callable[[], tuple[Any, Any]]]):
+  """The train state of one run, or of a sweep (a sequence of init functions) stacked on a leading model axis.
+
+  A sweep stacks whole train states, not params: the optimiser's step count
+  must get the model axis too.
+  """
+  if callable(init_fn):
+    return init_train_state(task, *init_fn())
+  return parallel.stack([init_train_state(task, *f()) for f in init_fn])
+
+
 def _step(task: Task, ts: dict[str, Any], images: jnp.ndarray, labels: jnp.ndarray, idx_B: jnp.ndarray):
   rng = jax.random.fold_in(jax.random.key(task.seed), ts["step"])
   grad_fn = jax.value_and_grad(task.loss, has_aux=True)
@@ -171,15 +182,14 @@ def train(task: Task, init_fn: Callable[[], tuple[Any, Any]] | Sequence[Callable
   `stop_at` ends the run early as an interruption would (used by the resume test).
   Returns the final train state.
   """
+  init_state = lambda: initial_state(task, init_fn)
   if sweep is None:
-    init_state = lambda: init_train_state(task, *init_fn())
     place = lambda ts: ts
     step_fn = functools.partial(train_step, task)
   else:
     if len(init_fn) != len(sweep.names):
       raise VQDefenseError(f"{name}: {len(init_fn)} init functions for {len(sweep.names)} runs")
     mesh = sweep.resolved_mesh()
-    init_state = lambda: parallel.stack([init_train_state(task, *f()) for f in init_fn])
     place = lambda ts: parallel.shard_models(ts, mesh)
     step_fn = sweep_step(task, sweep.model_axis, mesh)
   mngr = checkpoint_manager(ckpt_dir)
