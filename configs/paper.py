@@ -14,7 +14,7 @@ Expected (the paper, Tables 2–3): clean classifier ≥ 0.99; purified accuracy
 0.28–0.47 (No-Split) and 0.22–0.32 (4-Split); 4-Split beats No-Split below
 ε ≈ 0.15 and loses above.
 
-Measured here (README.md, "Reduced CPU run"; 2-core CPU, 2026-11-23): classifier
+Measured here (REPRODUCTION.md, section 8; 2-core CPU, 2026-11-23): classifier
 0.9931. With only the VQ-VAE training reduced (K = 300, batch 64, 6,000 steps),
 purified accuracy at ε = 0 / 0.30 was 0.977 / 0.564 (No-Split) and 0.985 / 0.491
 (4-Split). 4-Split beat No-Split up to ε = 0.16. The full-size run is not yet
