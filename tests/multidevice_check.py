@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 from conftest import tiny  # noqa: E402
 from vqdefense_jax import data as data_lib  # noqa: E402
-from vqdefense_jax import experiment, grid, parallel, training  # noqa: E402
+from vqdefense_jax import attacks, experiment, grid, parallel, training  # noqa: E402
 
 
 def main(data_dir: str, workdir: str) -> None:
@@ -42,11 +42,14 @@ def main(data_dir: str, workdir: str) -> None:
   experiment.train_all(c, os.path.join(workdir, "run"))
   cls, stacks = experiment.load_trained(c, os.path.join(workdir, "run"), len(ds.train_images))
   purifiers = grid.purifiers_of(c)
+  # A white-box PGD with a random start: its draws depend on image indices, not on how devices split chunks.
+  attack_list = (attacks.Attack("fgsm"), attacks.Attack("ste_pgd", steps=2))
   out = {}
   for model, batch in ((1, 1), (1, 4), (2, 2), (4, 1)):
     mesh = parallel.make_mesh(model, devices[:model * batch])
     und, acc, timing = grid.run_counts(purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"],
-                                       ds.test_images, ds.test_labels, c.attack.epsilons, 16)
+                                       ds.test_images, ds.test_labels, c.attack.epsilons, 16,
+                                       attack_list=attack_list, seed=3)
     out[f"{model}x{batch}"] = dict(undefended=und.tolist(), accuracy=acc.tolist(), chunk=timing["chunk_size"])
   print(json.dumps(dict(device_count=jax.device_count(), train_max_abs_diff=train_diff, grid=out)))
 

@@ -108,6 +108,9 @@ def test_rerunning_train_on_a_finished_workdir_changes_nothing(trained):
     ("--config.grid.best_eps_max=-1", "grid.best_eps_max"),
     ("--config.parallel.grid_model_axis=pmap", "parallel.grid_model_axis"),
     ("--config.grid.chunk_size=-1", "grid.chunk_size"),
+    ("--config.attack.names=fgsm,cw", "attack.names"),
+    ("--config.vqvae.split_ks=3", "vqvae.split_ks"),
+    ("--config.vqvae.training=clean,robust", "vqvae.training"),
 ])
 def test_bad_config_is_a_one_line_error_before_anything_is_written(tiny_config_file, tmp_path, capsys, override,
                                                                    message):
@@ -116,6 +119,12 @@ def test_bad_config_is_a_one_line_error_before_anything_is_written(tiny_config_f
     assert script.main(["--config", tiny_config_file, "--workdir", str(workdir), override]) == 2
     assert message in _one_line_error(capsys)
   assert not workdir.exists()
+
+
+def test_evaluate_without_grid_points_to_the_grid_for_attacks_beyond_the_paper(trained, capsys):
+  cfg, workdir = trained
+  assert evaluate.main(["--config", cfg, "--workdir", workdir, "--config.attack.names=fgsm,pgd"]) == 2
+  assert "--grid" in _one_line_error(capsys)
 
 
 def test_unknown_key_inside_a_config_file(tmp_path, capsys):
@@ -218,7 +227,7 @@ def test_grid_on_a_fresh_workdir_trains_first_then_writes_every_output(tiny_conf
     assert (workdir / f).exists(), f
   res = json.loads((workdir / "grid.json").read_text())
   assert res["axes"]["codebook_size"] == [4, 6] and res["axes"]["epsilon"] == [0.0, 0.1, 0.3]
-  assert np.asarray(res["accuracy"]).shape == (4, 2, 3)
+  assert np.asarray(res["accuracy"]).shape == (1, 1, 4, 2, 3)   # attack, training, purifier, size, ε
   with np.load(workdir / "grid.npz") as z:
     np.testing.assert_allclose(z["accuracy"], res["accuracy"])
     assert list(z["purifier"]) == res["axes"]["purifier"]
@@ -226,7 +235,7 @@ def test_grid_on_a_fresh_workdir_trains_first_then_writes_every_output(tiny_conf
   rows = list(csv.reader(open(workdir / "table3_split.csv")))
   assert rows[0] == ["codebook_size", "0.00", "0.10", "0.30"]
   split = res["axes"]["purifier"].index("split")
-  for r, acc_E in zip(rows[1:], res["accuracy"][split]):
+  for r, acc_E in zip(rows[1:], res["accuracy"][0][0][split]):
     np.testing.assert_allclose([float(v) for v in r[1:]], acc_E, atol=5e-5)
 
   # A second run finds every checkpoint and trains nothing.

@@ -47,7 +47,13 @@ def test_overrides_parse_to_the_field_type():
     ("vqvae.codebook_sizes", "100,100", "duplicates"),
     ("eval.purifiers", "none,magic", "unknown purifier"),
     ("classifier.optimizer", "sgd", "classifier.optimizer"),
-    ("attack.name", "pgd", "not supported"),
+    ("attack.names", "fgsm,cw", "attack.names must be"),
+    ("attack.names", "pgd,pgd", "attack.names must be"),
+    ("attack.pgd_steps", "0", "pgd_steps"),
+    ("vqvae.training", "adversarial", "vqvae.training must be"),
+    ("vqvae.adversarial_epsilons", "0.0,0.3", "adversarial_epsilons"),
+    ("vqvae.split_ks", "5", "does not divide"),
+    ("vqvae.split_ks", "4", "round-trip"),
 ])
 def test_validate_rejects(key, value, message):
   c = config_lib.base_config()

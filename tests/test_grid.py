@@ -8,7 +8,7 @@ import pytest
 
 from conftest import synthetic_mnist, tiny
 from vqdefense_jax import data as data_lib
-from vqdefense_jax import evaluation, experiment, grid, parallel, report
+from vqdefense_jax import attacks, evaluation, experiment, grid, parallel, report
 
 
 @pytest.fixture(scope="module")
@@ -34,32 +34,37 @@ def test_grid_equals_per_size_evaluation(trained):
   c = c.copy_and_resolve_references()
   c.grid.chunk_size = c.eval.batch_size
   res = grid.run_grid(c, cls, stacks, ds.test_images, ds.test_labels)
-  acc_PxMxE = np.asarray(res["accuracy"])
+  chex.assert_shape(np.asarray(res["accuracy"]), (1, 1, 4, len(c.vqvae.codebook_sizes), len(c.attack.epsilons)))
+  acc_PxMxE = np.asarray(res["accuracy"])[0, 0]   # fgsm, clean training
+  undefended = np.asarray(res["undefended"])[0]
   names = res["axes"]["purifier"]
   assert names == [p for p in c.eval.purifiers if p != "none"]
   chex.assert_shape(acc_PxMxE, (len(names), len(c.vqvae.codebook_sizes), len(c.attack.epsilons)))
   for m in range(len(c.vqvae.codebook_sizes)):
     table_PxE = _per_size(c, cls, stacks, ds, m, m)  # rows: c.eval.purifiers, 'none' first
     rows = {p: table_PxE[j] for j, p in enumerate(c.eval.purifiers)}
-    np.testing.assert_allclose(res["undefended"], rows["none"], atol=1e-12)
+    np.testing.assert_allclose(undefended, rows["none"], atol=1e-12)
     for j, p in enumerate(names):
       np.testing.assert_allclose(acc_PxMxE[j, m], rows[p], atol=1e-12, err_msg=f"{p}, model {m}")
   # Something was actually measured: the attack hurts the undefended classifier.
-  assert res["undefended"][-1] < res["undefended"][0]
+  assert undefended[-1] < undefended[0]
 
 
 def test_grid_compiles_once_across_sizes_data_and_epsilons(trained):
   c, cls, stacks, ds = trained
   purifiers = grid.purifiers_of(c)
   mesh = parallel.make_mesh(1, jax.devices()[:1])
-  counted = jax.jit(chex.assert_max_traces(grid.grid_counts_fn, n=1), static_argnums=(0, 1, 2))
-  x, y, w = grid.chunked(ds.test_images, ds.test_labels, 16)
+  counted = jax.jit(chex.assert_max_traces(grid.grid_counts_fn, n=1), static_argnums=(0, 1, 2, 3))
+  x, y, w, i = grid.chunked(ds.test_images, ds.test_labels, 16)
   eps = jnp.asarray(c.attack.epsilons, jnp.float32)
-  counted(purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"], x, y, w, eps)
+  attack_list = (attacks.Attack("fgsm"), attacks.Attack("pgd", steps=2), attacks.Attack("bpda_pgd", steps=2))
+  seed = jnp.uint32(0)
+  counted(purifiers, attack_list, "map", mesh, cls, stacks["no_split"], stacks["split"], x, y, w, i, eps, seed)
   # Other codebook sizes (data, not shape), other weights, other images, other ε: no new trace.
   resized = lambda s: {**s, "codebook": {**s["codebook"], "size": s["codebook"]["size"] - 1}}
   other = jax.tree.map(lambda a: a * 1.01 if a.dtype == jnp.float32 else a, resized(stacks["split"]))
-  counted(purifiers, "map", mesh, cls, resized(stacks["no_split"]), other, x[::-1], y[::-1], w, eps / 2)
+  counted(purifiers, attack_list, "map", mesh, cls, resized(stacks["no_split"]), other, x[::-1], y[::-1], w, i,
+          eps / 2, seed + 1)
 
 
 def test_chunk_size_and_padding_do_not_change_the_result(trained):
@@ -90,7 +95,7 @@ def test_best_pairing_uses_the_best_size_of_each_kind(trained):
   c.grid.best_eps_max = 0.1
   res = grid.run_grid(c, cls, stacks, ds.test_images, ds.test_labels)
   assert res["axes"]["purifier"] == ["no_split", "split"]
-  acc_PxMxE = np.asarray(res["accuracy"])
+  acc_PxMxE = np.asarray(res["accuracy"])[0, 0]
   low = np.asarray(c.attack.epsilons) <= 0.1
   sizes = list(c.vqvae.codebook_sizes)
   expected = {kind: sizes[int(np.argmax(acc_PxMxE[j][:, low].mean(1)))] for j, kind in enumerate(("no_split", "split"))}
@@ -99,7 +104,8 @@ def test_best_pairing_uses_the_best_size_of_each_kind(trained):
   assert (paired["no_split_size"], paired["split_size"]) == (expected["no_split"], expected["split"])
   table_PxE = _per_size(c, cls, stacks, ds, sizes.index(expected["no_split"]), sizes.index(expected["split"]))
   for p in ("vae_to_split", "split_to_vae"):
-    np.testing.assert_allclose(paired["accuracy"][p], table_PxE[list(c.eval.purifiers).index(p)], atol=1e-12)
+    np.testing.assert_allclose(paired["accuracy"][0][0][paired["purifier"].index(p)],
+                               table_PxE[list(c.eval.purifiers).index(p)], atol=1e-12)
 
 
 def test_best_index_criterion():

@@ -23,4 +23,4 @@ def test_four_devices_give_the_same_results_as_one(data_dir, tmp_path):
   for mesh, r in res["grid"].items():
     np.testing.assert_allclose(r["undefended"], one["undefended"], atol=1e-12, err_msg=mesh)
     np.testing.assert_allclose(r["accuracy"], one["accuracy"], atol=1e-12, err_msg=mesh)
-  assert res["grid"]["1x4"]["chunk"] == 16 and np.asarray(one["accuracy"]).shape == (4, 4, 3)
+  assert res["grid"]["1x4"]["chunk"] == 16 and np.asarray(one["accuracy"]).shape == (4, 2, 4, 3)

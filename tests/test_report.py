@@ -14,33 +14,60 @@ from vqdefense_jax.errors import VQDefenseError
 PURIFIERS = ["no_split", "split", "vae_to_split", "split_to_vae"]
 SIZES = [100, 300, 1000]
 EPS = [0.0, 0.02, 0.05, 0.1, 0.3]
+ATTACKS = ["fgsm", "bpda_pgd"]
+TRAINING = ["clean", "adversarial"]
+SPLIT_KS = [1, 2, 4]
 STEMS = {"no_split": "table2_no_split", "split": "table3_split", "vae_to_split": "table_vae_to_split",
          "split_to_vae": "table_split_to_vae"}
+THREATS = {"fgsm": "grey-box fgsm (one FGSM step): the attacker differentiates the classifier only, not the purifier",
+           "bpda_pgd": "white-box bpda_pgd (PGD, 10 steps of 0.25·ε, random start): BPDA: forward through the "
+                       "purifier, backward as if it were the identity"}
 
 
-def make_results(pairing: str = "same") -> tuple[dict, np.ndarray]:
+def make_results(pairing: str = "same", attacks=ATTACKS, training=TRAINING,
+                 split_ks=SPLIT_KS) -> tuple[dict, np.ndarray]:
+  """Random results in the grid.json format; `split_ks=()` leaves `split_k` out."""
   rng = np.random.default_rng(0)
   purifiers = PURIFIERS if pairing == "same" else PURIFIERS[:2]
-  results = dict(axes=dict(purifier=purifiers, codebook_size=SIZES, epsilon=EPS),
-                 accuracy=rng.uniform(0, 1, (len(purifiers), len(SIZES), len(EPS))).tolist(),
-                 undefended=rng.uniform(0, 1, len(EPS)).tolist(), pairing=pairing, best_eps_max=0.08,
-                 best_size={"no_split": 300, "split": 100}, threat_model="grey-box FGSM: test",
+  a, t = len(attacks), len(training)
+  results = dict(axes=dict(attack=list(attacks), training=list(training), purifier=purifiers, codebook_size=SIZES,
+                           epsilon=EPS),
+                 accuracy=rng.uniform(0, 1, (a, t, len(purifiers), len(SIZES), len(EPS))).tolist(),
+                 undefended=rng.uniform(0, 1, (a, len(EPS))).tolist(), pairing=pairing, best_eps_max=0.08,
+                 best_size={"no_split": 300, "split": 100}, threat_model={k: THREATS[k] for k in attacks},
                  num_test_images=10000, classifier_clean_accuracy=0.9931, timing=[dict(what="grid", run_s=1.0)],
                  figure=dict(rows=["clean", "adversarial", "no_split"], epsilons=[0.1, 0.3], no_split_size=300,
                              split_size=100))
   if pairing == "best":
-    results["paired"] = dict(no_split_size=300, split_size=100,
-                             accuracy={p: rng.uniform(0, 1, len(EPS)).tolist() for p in PURIFIERS[2:]})
+    results["paired"] = dict(no_split_size=300, split_size=100, purifier=PURIFIERS[2:],
+                             accuracy=rng.uniform(0, 1, (a, t, 2, len(EPS))).tolist())
+  if split_ks:
+    results["split_k"] = dict(k=list(split_ks), accuracy=rng.uniform(0, 1, (a, len(split_ks), len(SIZES),
+                                                                             len(EPS))).tolist())
   return results, rng.uniform(0, 1, (2, 3, 2, 8, 8, 1)).astype(np.float32)
 
 
+def suffix(i: int, attack: str, mode: str = "clean") -> str:
+  return "" if i == 0 and mode == "clean" else f"__{attack}" + ("__adversarial" if mode == "adversarial" else "")
+
+
 def expected_files(results: dict) -> list[str]:
-  names = ["grid.json", "grid.npz", "fig3_accuracy_vs_eps.png", "fig4_pipelines.png", "reconstructions.png",
-           "table_undefended.csv", "table_undefended.md"]
-  for p in results["axes"]["purifier"]:
-    names += [STEMS[p] + ".csv", STEMS[p] + ".md", f"heatmap_{p}.png"]
-  if "paired" in results:
-    names += ["table_best_pair.csv", "table_best_pair.md"]
+  names = ["grid.json", "grid.npz", "reconstructions.png"]
+  axes = results["axes"]
+  for i, attack in enumerate(axes["attack"]):
+    names += [f"table_undefended{suffix(i, attack)}.{ext}" for ext in ("csv", "md")]
+    for mode in axes["training"]:
+      s = suffix(i, attack, mode)
+      for p in axes["purifier"]:
+        names += [STEMS[p] + s + ".csv", STEMS[p] + s + ".md"] + ([f"heatmap_{p}{s}.png"] if i == 0 else [])
+      if "paired" in results:
+        names += [f"table_best_pair{s}.csv", f"table_best_pair{s}.md"]
+      if i == 0:
+        names += [f"fig3_accuracy_vs_eps{s}.png", f"fig4_pipelines{s}.png"]
+  if len(axes["attack"]) * len(axes["training"]) > 1:
+    names += ["table_attacks.csv", "table_attacks.md", "fig_attacks.png"]
+  if "split_k" in results:
+    names += ["table_split_k.csv", "table_split_k.md", "fig_split_k.png"]
   return names
 
 
@@ -57,33 +84,95 @@ def table_names(workdir) -> list[str]:
 def test_save_writes_every_file_and_tables_round_trip(tmp_path, pairing):
   results, figure = make_results(pairing)
   report.save(results, figure, str(tmp_path))
-  for name in expected_files(results):
-    assert (tmp_path / name).exists(), name
-  assert not [n for n in os.listdir(tmp_path) if n.startswith(".partial-")]
-  for i, p in enumerate(results["axes"]["purifier"]):
-    rows = read_csv(tmp_path / (STEMS[p] + ".csv"))
-    assert rows[0] == ["codebook_size"] + [f"{e:.2f}" for e in EPS]
-    assert [int(r[0]) for r in rows[1:]] == SIZES
-    np.testing.assert_allclose(np.array([r[1:] for r in rows[1:]], float), results["accuracy"][i], atol=5e-5)
-    md = (tmp_path / (STEMS[p] + ".md")).read_text().splitlines()
-    assert md[0].startswith("#") and "ε in pixel units (the paper labels them ×10)" in md[2]
-    body = [line for line in md if line.startswith("| ") and line[2].isdigit()]
-    assert [int(line.split("|")[1]) for line in body] == SIZES
+  assert sorted(os.listdir(tmp_path)) == sorted(expected_files(results))
+  assert "table2_no_split__bpda_pgd.md" in os.listdir(tmp_path)
+  assert "table3_split__fgsm__adversarial.csv" in os.listdir(tmp_path)
+  assert "heatmap_split__fgsm__adversarial.png" in os.listdir(tmp_path)
+  assert "heatmap_split__bpda_pgd.png" not in os.listdir(tmp_path)  # per-slice figures: first attack only
+  acc = np.asarray(results["accuracy"])
+  for i, attack in enumerate(ATTACKS):
+    for j, mode in enumerate(TRAINING):
+      for k, p in enumerate(results["axes"]["purifier"]):
+        stem = STEMS[p] + suffix(i, attack, mode)
+        rows = read_csv(tmp_path / (stem + ".csv"))
+        assert rows[0] == ["codebook_size"] + [f"{e:.2f}" for e in EPS]
+        assert [int(r[0]) for r in rows[1:]] == SIZES
+        np.testing.assert_allclose(np.array([r[1:] for r in rows[1:]], float), acc[i, j, k], atol=5e-5)
+        md = (tmp_path / (stem + ".md")).read_text().splitlines()
+        assert md[0].startswith("#") and "ε in pixel units (the paper labels them ×10)" in md[2]
+        assert THREATS[attack] in md[2] and report.TRAINING[mode] in md[0]
+        assert ("white-box" if attack == "bpda_pgd" else "grey-box") in md[0]
+        body = [line for line in md if line.startswith("| ") and line[2].isdigit()]
+        assert [int(line.split("|")[1]) for line in body] == SIZES
+    undefended = read_csv(tmp_path / f"table_undefended{suffix(i, attack)}.csv")
+    assert len(undefended) == 2
+    np.testing.assert_allclose(np.array(undefended[1][1:], float), results["undefended"][i], atol=5e-5)
   assert "Table 2" in (tmp_path / "table2_no_split.md").read_text()
   assert "Table 3" in (tmp_path / "table3_split.md").read_text()
-  undefended = read_csv(tmp_path / "table_undefended.csv")
-  assert len(undefended) == 2
-  np.testing.assert_allclose(np.array(undefended[1][1:], float), results["undefended"], atol=5e-5)
+  assert "white-box bpda_pgd" in (tmp_path / "table_undefended__bpda_pgd.md").read_text().splitlines()[0]
   with np.load(tmp_path / "grid.npz") as z:
-    assert z["accuracy"].shape == (len(results["axes"]["purifier"]), 3, 5) and z["accuracy"].dtype == np.float64
+    assert z["accuracy"].shape == (2, 2, len(results["axes"]["purifier"]), 3, 5) and z["accuracy"].dtype == np.float64
+    assert z["undefended"].shape == (2, 5) and list(z["attack"]) == ATTACKS and list(z["training"]) == TRAINING
     assert list(z["purifier"]) == results["axes"]["purifier"] and list(z["codebook_size"]) == SIZES
+    assert list(z["split_k"]) == SPLIT_KS and z["split_k_accuracy"].shape == (2, 3, 3, 5)
     assert z["figure"].shape == figure.shape
     assert ("paired_accuracy" in z.files) == (pairing == "best")
   if pairing == "best":
-    rows = read_csv(tmp_path / "table_best_pair.csv")
-    assert [r[:3] for r in rows[1:]] == [["vae_to_split", "300", "100"], ["split_to_vae", "300", "100"]]
-    np.testing.assert_allclose(np.array([r[3:] for r in rows[1:]], float),
-                               list(results["paired"]["accuracy"].values()), atol=5e-5)
+    paired = np.asarray(results["paired"]["accuracy"])
+    for i, attack in enumerate(ATTACKS):
+      for j, mode in enumerate(TRAINING):
+        rows = read_csv(tmp_path / f"table_best_pair{suffix(i, attack, mode)}.csv")
+        assert [r[:3] for r in rows[1:]] == [["vae_to_split", "300", "100"], ["split_to_vae", "300", "100"]]
+        np.testing.assert_allclose(np.array([r[3:] for r in rows[1:]], float), paired[i, j], atol=5e-5)
+
+
+@pytest.mark.parametrize("pairing", ["same", "best"])
+def test_table_attacks_holds_every_slice_curve(tmp_path, pairing):
+  results, figure = make_results(pairing)
+  report.save(results, figure, str(tmp_path))
+  rows = read_csv(tmp_path / "table_attacks.csv")
+  assert rows[0] == ["attack", "threat_model", "training", "purifier", "codebook_size"] + [f"{e:.2f}" for e in EPS]
+  # Per slice: undefended, No-Split and Split at their best size, then the two pipelines (paired or best).
+  assert len(rows) == 1 + len(ATTACKS) * len(TRAINING) * 5
+  by_key = {tuple(r[:5]): np.array(r[5:], float) for r in rows[1:]}
+  assert len(by_key) == len(rows) - 1
+  acc = np.asarray(results["accuracy"])
+  np.testing.assert_allclose(by_key["fgsm", "grey-box", "clean", "none", "-"], results["undefended"][0], atol=5e-5)
+  np.testing.assert_allclose(by_key["bpda_pgd", "white-box", "adversarial", "none", "-"], results["undefended"][1],
+                             atol=5e-5)
+  np.testing.assert_allclose(by_key["bpda_pgd", "white-box", "adversarial", "no_split", "300"], acc[1, 1, 0, 1],
+                             atol=5e-5)
+  np.testing.assert_allclose(by_key["fgsm", "grey-box", "adversarial", "split", "100"], acc[0, 1, 1, 0], atol=5e-5)
+  if pairing == "best":
+    np.testing.assert_allclose(by_key["bpda_pgd", "white-box", "clean", "split_to_vae", "N300+S100"],
+                               np.asarray(results["paired"]["accuracy"])[1, 0, 1], atol=5e-5)
+  else:  # unpaired pipelines at their own best size
+    best = report.best_index(acc[1, 0, 3], EPS, 0.08)
+    np.testing.assert_allclose(by_key["bpda_pgd", "white-box", "clean", "split_to_vae", str(SIZES[best])],
+                               acc[1, 0, 3, best], atol=5e-5)
+  md = (tmp_path / "table_attacks.md").read_text()
+  assert THREATS["fgsm"] in md and THREATS["bpda_pgd"] in md
+
+
+def test_table_split_k_rows_per_attack_k_and_size(tmp_path):
+  results, figure = make_results("best")
+  report.save(results, figure, str(tmp_path))
+  rows = read_csv(tmp_path / "table_split_k.csv")
+  assert rows[0] == ["attack", "threat_model", "k", "codebook_size"] + [f"{e:.2f}" for e in EPS]
+  assert [r[:4] for r in rows[1:]] == [[a, box, str(k), str(s)] for a, box in zip(ATTACKS, ["grey-box", "white-box"])
+                                       for k in SPLIT_KS for s in SIZES]
+  np.testing.assert_allclose(np.array([r[4:] for r in rows[1:]], float),
+                             np.asarray(results["split_k"]["accuracy"]).reshape(-1, len(EPS)), atol=5e-5)
+
+
+def test_single_attack_clean_only_keeps_the_plain_file_names(tmp_path):
+  results, figure = make_results("best", attacks=["fgsm"], training=["clean"], split_ks=())
+  report.save(results, figure, str(tmp_path))
+  assert sorted(os.listdir(tmp_path)) == sorted([
+      "grid.json", "grid.npz", "fig3_accuracy_vs_eps.png", "fig4_pipelines.png", "reconstructions.png",
+      "table_undefended.csv", "table_undefended.md", "table2_no_split.csv", "table2_no_split.md",
+      "heatmap_no_split.png", "table3_split.csv", "table3_split.md", "heatmap_split.png", "table_best_pair.csv",
+      "table_best_pair.md"])
 
 
 def test_render_alone_regenerates_identical_tables(tmp_path):
@@ -98,6 +187,12 @@ def test_render_alone_regenerates_identical_tables(tmp_path):
   assert table_names(first) == table_names(second)
   for name in table_names(first):
     assert (first / name).read_bytes() == (second / name).read_bytes(), name
+  # Deleting every output in place and rendering again restores them all.
+  for name in os.listdir(first):
+    if name not in ("grid.json", "grid.npz"):
+      os.remove(first / name)
+  report.render(str(first))
+  assert sorted(os.listdir(first)) == sorted(expected_files(results))
 
 
 def test_missing_results_name_the_grid_flag(tmp_path):
@@ -124,15 +219,28 @@ def test_failed_render_leaves_no_partials_and_no_half_outputs(tmp_path, monkeypa
   assert {n: (done / n).read_bytes() for n in os.listdir(done)} == before
 
 
-def test_format_grid_lists_sizes_undefended_and_pairs():
+def test_format_grid_lists_sizes_undefended_pairs_attacks_and_split_k():
   results, _ = make_results("best")
   text = report.format_grid(results)
   for s in SIZES:
     assert f"\n{s} " in text
   assert "undefended" in text and "vae_to_split" in text and "K=300" in text
+  assert text.splitlines()[0].startswith(THREATS["fgsm"])
+  for attack in ATTACKS:
+    assert THREATS[attack] in text
+  for mode in TRAINING:
+    assert report.TRAINING[mode] in text
+  assert "bpda_pgd k=4 K=1000" in text
   results["axes"]["epsilon"] = [i / 100 for i in range(11)]
-  results["accuracy"] = np.zeros((2, 3, 11)).tolist()
-  results["undefended"] = [0.5] * 11
-  results["paired"]["accuracy"] = {"vae_to_split": [0.25] * 11}
+  results["accuracy"] = np.zeros((2, 2, 2, 3, 11)).tolist()
+  results["undefended"] = np.full((2, 11), 0.5).tolist()
+  results["paired"]["accuracy"] = np.full((2, 2, 2, 11), 0.25).tolist()
+  results["split_k"]["accuracy"] = np.zeros((2, 3, 3, 11)).tolist()
   header = [line for line in report.format_grid(results).splitlines() if line.startswith("codebook size")][0]
   assert header.split()[2:] == ["0.00", "0.02", "0.04", "0.06", "0.08", "0.10"]
+
+
+def test_format_grid_single_slice_has_no_extra_sections():
+  results, _ = make_results("same", attacks=["fgsm"], training=["clean"], split_ks=())
+  text = report.format_grid(results)
+  assert text.count(THREATS["fgsm"]) == 1 and "k×k" not in text

@@ -12,10 +12,12 @@ import os
 import ml_collections
 
 from vqdefense_jax import quantizer
+from vqdefense_jax.attacks import ATTACKS
 from vqdefense_jax.errors import VQDefenseError
 from vqdefense_jax.models import latent_side, round_trips
 from vqdefense_jax.purifiers import PURIFIERS
 
+TRAINING = ("clean", "adversarial")
 PAPER_EPSILONS = tuple(round(0.02 * i, 2) for i in range(16))  # 0 … 0.30 (the paper labels them ×10)
 
 
@@ -56,9 +58,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.vqvae.batch_size = 512            # images per step (the Split VQ-VAE sees k·k tiles of each)
   c.vqvae.epochs = 50
   c.vqvae.steps = 0                   # > 0 overrides epochs
+  c.vqvae.training = ("clean",)       # 'clean' (the paper) and/or 'adversarial' (Defense-VAE: adv -> clean pairs)
+  c.vqvae.adversarial_epsilons = (0.2, 0.25, 0.3, 0.35)  # per image one of these; FGSM on the classifier
+  c.vqvae.split_ks = ()               # extra tile counts k for the Split purifier in the grid (finer splits)
 
   c.attack = ml_collections.ConfigDict()
-  c.attack.name = "fgsm"              # grey-box FGSM: the attacker sees the classifier only
+  c.attack.names = ("fgsm",)          # grid axis; fgsm, pgd (grey-box), bpda_fgsm, bpda_pgd, ste_fgsm, ste_pgd
+  c.attack.pgd_steps = 10             # PGD iterations (*pgd attacks)
+  c.attack.pgd_step_size = 0.25       # PGD step as a fraction of ε
+  c.attack.pgd_random_start = True    # PGD starts uniformly in the ε-ball (per image, from seed and index)
   c.attack.epsilons = PAPER_EPSILONS  # pixel units; the paper's tables print them ×10
 
   c.eval = ml_collections.ConfigDict()
@@ -79,8 +87,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.parallel = ml_collections.ConfigDict()
   # How a stack of models is mapped, 'map' (lax.map) or 'vmap': measured per use (benchmarks/README.md).
-  c.parallel.grid_model_axis = "map"  # evaluation: lax.map was 6x faster than vmap on a 2-core CPU
-  c.parallel.train_model_axis = "vmap"  # sweep training: lax.map of a train step was 5-15x slower on CPU
+  c.parallel.grid_model_axis = "map"  # evaluation: lax.map was 3-6x faster than vmap on a 2-core CPU
+  c.parallel.train_model_axis = "vmap"  # sweep training: lax.map of a train step was 5-10x slower on CPU
   c.parallel.model_devices = 1        # mesh devices on the model axis; the other devices shard the batch
   c.parallel.distributed = False      # call jax.distributed.initialize() first (multi-host; README.md)
   c.lock()
@@ -154,19 +162,26 @@ def validate(c: ml_collections.ConfigDict) -> None:
   size, k = c.data.image_size, c.vqvae.split_k
   if k < 1 or size % k:
     raise VQDefenseError(f"data.image_size {size} is not divisible by vqvae.split_k {k}")
-  for what, side in (("image", size), (f"{k}x{k} tile", size // k)):
+  if len(set(c.vqvae.split_ks)) != len(c.vqvae.split_ks):
+    raise VQDefenseError(f"vqvae.split_ks has duplicates: {tuple(c.vqvae.split_ks)}")
+  for tiles in dict.fromkeys((1, k, *c.vqvae.split_ks)):
+    key = "vqvae.split_k" if tiles == k else "vqvae.split_ks"
+    if not isinstance(tiles, int) or tiles < 1 or size % tiles:
+      raise VQDefenseError(f"{key}: {tiles} does not divide data.image_size {size}")
+    side = size // tiles
+    what = "image" if tiles == 1 else f"{tiles}x{tiles} tile"
     if not round_trips(side):
-      ok = [s for s in range(8, 65, 4) if s % k == 0 and round_trips(s // k)]
+      ok = [s for s in range(8, 65, 4) if s % k == 0 and round_trips(s // k)] if tiles in (1, k) else [
+          j for j in range(1, size + 1) if size % j == 0 and round_trips(size // j)]
       raise VQDefenseError(f"data.image_size {size}: the {side}x{side} {what} does not round-trip through the "
-                           f"VQ-VAE (two stride-2 convs, two x2 transposed convs); use one of {ok}")
+                           f"VQ-VAE (two stride-2 convs, two x2 transposed convs); use one of {ok}"
+                           + ("" if tiles in (1, k) else " as vqvae.split_ks"))
+    if c.vqvae.layout == "nchw_chunks" and (c.vqvae.channels * latent_side(side) ** 2) % c.vqvae.embedding_dim:
+      raise VQDefenseError(f"vqvae.embedding_dim {c.vqvae.embedding_dim} does not divide the "
+                           f"{c.vqvae.channels * latent_side(side) ** 2} latent values of a {side}x{side} input "
+                           "(layout nchw_chunks)")
   if c.vqvae.layout not in quantizer.LAYOUTS:
     raise VQDefenseError(f"vqvae.layout must be one of {quantizer.LAYOUTS}, not {c.vqvae.layout!r}")
-  if c.vqvae.layout == "nchw_chunks":
-    for side in (size, size // k):
-      n = c.vqvae.channels * latent_side(side) ** 2
-      if n % c.vqvae.embedding_dim:
-        raise VQDefenseError(f"vqvae.embedding_dim {c.vqvae.embedding_dim} does not divide the {n} latent values "
-                             f"of a {side}x{side} input (layout nchw_chunks)")
   sizes = tuple(c.vqvae.codebook_sizes)
   k_max = k_max_of(c)
   if not sizes:
@@ -179,8 +194,18 @@ def validate(c: ml_collections.ConfigDict) -> None:
   eps = tuple(c.attack.epsilons)
   if not eps or any(not 0.0 <= float(e) <= 1.0 for e in eps):
     raise VQDefenseError(f"attack.epsilons must be a non-empty list of values in [0, 1], got {eps}")
-  if c.attack.name != "fgsm":
-    raise VQDefenseError(f"attack.name {c.attack.name!r} is not supported; use 'fgsm'")
+  unknown = [a for a in c.attack.names if a not in ATTACKS]
+  if unknown or not c.attack.names or len(set(c.attack.names)) != len(c.attack.names):
+    raise VQDefenseError(f"attack.names must be distinct names from {', '.join(ATTACKS)}, got "
+                         f"{tuple(c.attack.names)}")
+  if c.attack.pgd_steps < 1 or c.attack.pgd_step_size <= 0:
+    raise VQDefenseError("attack.pgd_steps must be >= 1 and attack.pgd_step_size > 0")
+  modes = tuple(c.vqvae.training)
+  if not modes or modes[0] != "clean" or len(set(modes)) != len(modes) or not set(modes) <= set(TRAINING):
+    raise VQDefenseError(f"vqvae.training must be ('clean',) or ('clean', 'adversarial'), got {modes}")
+  if any(not 0.0 < float(e) <= 1.0 for e in c.vqvae.adversarial_epsilons) or not c.vqvae.adversarial_epsilons:
+    raise VQDefenseError(f"vqvae.adversarial_epsilons must be values in (0, 1], got "
+                         f"{tuple(c.vqvae.adversarial_epsilons)}")
   for fe in c.eval.figure_epsilons:
     if not 0.0 <= float(fe) <= 1.0:
       raise VQDefenseError(f"eval.figure_epsilons must lie in [0, 1], got {fe}")

@@ -1,13 +1,15 @@
-"""Grey-box FGSM → purify → classify, over the whole ε vector: per codebook size, or as one grid.
+"""Attack → purify → classify, over the whole ε vector: per codebook size, or as one grid.
 
-`evaluate` (the core evaluation): per codebook size and test batch, one jitted
+`evaluate` (the core evaluation, the paper's setting: grey-box FGSM on
+clean-trained VQ-VAEs): per codebook size and test batch, one jitted
 call (one gradient, every ε, every purifier); the batch is padded to a fixed
 size so it compiles once. Writes results.json, results.csv,
 accuracy_vs_eps.png and reconstructions.png.
 
-`evaluate_grid` (`evaluate.py --grid`): every codebook size of both kinds,
-every purifier and ε, the whole test set as ONE compiled computation
-(grid.py); writes grid.json, grid.npz, tables and figures (report.py).
+`evaluate_grid` (`evaluate.py --grid`): every attack (grey- and white-box),
+training mode, codebook size of both kinds, purifier and ε, the whole test set
+as ONE compiled computation (grid.py; finer splits add one call per k); writes
+grid.json, grid.npz, tables and figures (report.py).
 
 Outputs are written only after the whole evaluation succeeded.
 """
@@ -92,6 +94,12 @@ def _figure_images(purifiers, cls_params, no_split_vars, split_vars, x, y, eps_F
 def evaluate(c, workdir: str) -> dict:
   """Load every checkpoint, attack, purify, classify; write results and figures; return the results."""
   config_lib.validate(c)
+  beyond = [f"{key}={value}" for key, value, paper in (
+      ("attack.names", tuple(c.attack.names), ("fgsm",)), ("vqvae.training", tuple(c.vqvae.training), ("clean",)),
+      ("vqvae.split_ks", tuple(c.vqvae.split_ks), ())) if value != paper]
+  if beyond:
+    raise VQDefenseError(f"evaluate.py without --grid measures the paper's setting only (grey-box FGSM, clean "
+                         f"training, split_k tiles); run `evaluate.py --grid` for {', '.join(beyond)}")
   workdir = experiment.prepare_workdir(workdir)
   ds = data_lib.load_dataset(c.data)
   cls_params, vq = experiment.load_trained(c, workdir, len(ds.train_images))  # before anything is written
@@ -104,7 +112,7 @@ def evaluate(c, workdir: str) -> dict:
       for i, size in enumerate(sizes)])
   wall = time.time() - t0
   results = dict(
-      attack=c.attack.name, threat_model=THREAT_MODEL, epsilons=[float(e) for e in c.attack.epsilons],
+      attack="fgsm", threat_model=THREAT_MODEL, epsilons=[float(e) for e in c.attack.epsilons],
       codebook_sizes=sizes, purifiers=list(c.eval.purifiers), num_test_images=int(len(images)),
       classifier_clean_accuracy=experiment.classifier_accuracy(cls_params, images, labels),
       accuracy={str(s): {p: [float(a) for a in acc_SxPxE[i, j]] for j, p in enumerate(c.eval.purifiers)}
@@ -140,7 +148,7 @@ def evaluate_grid(c, workdir: str) -> dict:
   results = grid.run_grid(c, cls_params, stacks, images, labels, mesh)
   wall = time.perf_counter() - t0
   results.update(
-      attack=c.attack.name, threat_model=THREAT_MODEL, num_test_images=int(len(images)),
+      num_test_images=int(len(images)),
       classifier_clean_accuracy=experiment.classifier_accuracy(cls_params, images, labels),
       grid_wall_time_s=round(wall, 2), device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
       num_devices=jax.device_count(), mesh=dict(mesh.shape), model_axis=c.parallel.grid_model_axis,

@@ -6,6 +6,11 @@ Workdir layout:
   checkpoints/classifier/         orbax CheckpointManager directories
   checkpoints/vqvae_<kind>_sweep_K<sizes>/   every size of a kind as one stack (train.sweep)
   checkpoints/vqvae_<kind>_K<size>/          one per size (train.sweep = False)
+
+VQ-VAE kinds (`kinds_of`): 'no_split' and 'split' (k = vqvae.split_k tiles)
+as in the paper; 'no_split_adv' and 'split_adv' when vqvae.training includes
+'adversarial' (trained on FGSM-attacked inputs to reconstruct the clean image,
+as Defense-VAE); 'split_k<k>' for every other tile count in vqvae.split_ks.
 """
 
 import dataclasses
@@ -21,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vqdefense_jax import attacks
 from vqdefense_jax import config as config_lib
 from vqdefense_jax import data as data_lib
 from vqdefense_jax import parallel
@@ -31,7 +37,7 @@ from vqdefense_jax.errors import VQDefenseError
 from vqdefense_jax.models import VQVAE, Classifier
 
 log = logging.getLogger(__name__)
-KINDS = ("no_split", "split")
+KINDS = ("no_split", "split")  # the paper's two
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +45,8 @@ class ClassifierLoss:
   """Cross-entropy with dropout on; `state` is unused (the classifier has none)."""
   model: Classifier = Classifier()
 
-  def __call__(self, params, state, x, y, rng):
+  def __call__(self, params, state, x, y, rng, extra=None):
+    del extra
     logits = self.model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return loss, (state, dict(accuracy=jnp.mean(jnp.argmax(logits, -1) == y)))
@@ -47,13 +54,28 @@ class ClassifierLoss:
 
 @dataclasses.dataclass(frozen=True)
 class VQVAELoss:
-  """The VQ-VAE loss on whole images (k = 1) or on their k×k tiles; `state` is the codebook."""
+  """The VQ-VAE loss on whole images (k = 1) or on their k×k tiles; `state` is the codebook.
+
+  With `adversarial_eps`, the input is FGSM-attacked against the classifier
+  (`extra` = its params) at an ε drawn per image from that list, and the
+  target is the clean image (Defense-VAE's adversarial -> clean pairs).
+  """
   model: VQVAE
   k: int
+  adversarial_eps: tuple[float, ...] = ()
 
-  def __call__(self, params, codebook, x, y, rng):
-    del y, rng
-    return self.model.loss(params, codebook, split_lib.split(x, self.k) if self.k > 1 else x)
+  def pairs(self, x, y, rng, extra):
+    """(input, target, ε per image) of one step, before tiling; ε is 0 for clean training."""
+    if not self.adversarial_eps:
+      return x, x, jnp.zeros(x.shape[:1], x.dtype)
+    f = lambda v: Classifier().apply({"params": extra}, v)
+    x_adv, eps_B = attacks.fgsm_pairs(f, x, y, self.adversarial_eps, jax.random.fold_in(rng, 1))
+    return jax.lax.stop_gradient(x_adv), x, eps_B
+
+  def __call__(self, params, codebook, x, y, rng, extra=None):
+    x_in, target, _ = self.pairs(x, y, rng, extra)
+    tiles = lambda v: split_lib.split(v, self.k) if self.k > 1 else v
+    return self.model.loss(params, codebook, tiles(x_in), tiles(target))
 
 
 def vqvae_model(c) -> VQVAE:
@@ -62,8 +84,30 @@ def vqvae_model(c) -> VQVAE:
                commitment_cost=v.commitment_cost, decay=v.decay, epsilon=v.epsilon)
 
 
+def kind_name(kind: str, mode: str) -> str:
+  """'no_split'/'split' trained in `mode` ('clean' or 'adversarial')."""
+  return kind if mode == "clean" else f"{kind}_adv"
+
+
+def split_kind(c, k: int) -> str:
+  """The (clean) kind whose model the Split purifier uses with k×k tiles; k = 1 is the No-Split VQ-VAE."""
+  return "no_split" if k == 1 else "split" if k == c.vqvae.split_k else f"split_k{k}"
+
+
+def kinds_of(c) -> list[str]:
+  """Every VQ-VAE kind the config trains, in training order."""
+  kinds = [kind_name(kind, mode) for mode in c.vqvae.training for kind in KINDS]
+  return kinds + [kind for kind in (split_kind(c, k) for k in c.vqvae.split_ks) if kind not in kinds]
+
+
 def tile_k(c, kind: str) -> int:
-  return c.vqvae.split_k if kind == "split" else 1
+  if kind.startswith("no_split"):
+    return 1
+  return int(kind[len("split_k"):]) if kind.startswith("split_k") else c.vqvae.split_k
+
+
+def is_adversarial(kind: str) -> bool:
+  return kind.endswith("_adv")
 
 
 def _stable_seed(c, name: str) -> int:
@@ -85,7 +129,8 @@ def classifier_task(c, n_train: int) -> training.Task:
 
 def vqvae_task(c, kind: str, n_train: int) -> training.Task:
   # The seed depends on the kind only: every codebook size sees the same batches.
-  return _task(c.vqvae, _stable_seed(c, f"vqvae_{kind}"), VQVAELoss(vqvae_model(c), tile_k(c, kind)), n_train)
+  eps = tuple(float(e) for e in c.vqvae.adversarial_epsilons) if is_adversarial(kind) else ()
+  return _task(c.vqvae, _stable_seed(c, f"vqvae_{kind}"), VQVAELoss(vqvae_model(c), tile_k(c, kind), eps), n_train)
 
 
 def ckpt_name(kind: str, size: int) -> str:
@@ -164,24 +209,27 @@ def train_all(c, workdir: str, stop_at: int | None = None) -> dict[str, dict[str
 
   model = vqvae_model(c)
   sizes = list(c.vqvae.codebook_sizes)
-  for kind in KINDS:
+  cls_params = ts["params"]
+  for kind in kinds_of(c):
     task = vqvae_task(c, kind, n)
     inits = [vqvae_init(c, task, kind, size) for size in sizes]
+    extra = cls_params if is_adversarial(kind) else None  # the classifier its training inputs attack
     if c.train.sweep:
       name = sweep_name(kind, sizes)
       ts = training.train(task, inits, train_x, train_y, ckpt_dir=ckpt(name), name=name,
-                          sweep=sweep_of(c, kind), **common)
+                          sweep=sweep_of(c, kind), extra=extra, **common)
       states = [parallel.take(ts, i) for i in range(len(sizes))]
     else:
       states = [training.train(task, init, train_x, train_y, ckpt_dir=ckpt(ckpt_name(kind, size)),
-                               name=ckpt_name(kind, size), **common) for size, init in zip(sizes, inits)]
+                               name=ckpt_name(kind, size), extra=extra, **common)
+                for size, init in zip(sizes, inits)]
     for size, ts in zip(sizes, states):
       name = ckpt_name(kind, size)
       m = vqvae_test_metrics(model, {"params": ts["params"], "codebook": ts["state"]}, tile_k(c, kind),
                              ds.test_images)
       summary[name] = m
-      log.info("%s: test recon MSE %.5f, perplexity %.1f, dead codes %.1f%%", name, m["recon_mse"],
-               m["perplexity"], 100 * m["dead_code_share"])
+      log.info("%s: test recon MSE %.5f (clean input), perplexity %.1f, dead codes %.1f%%", name,
+               m["recon_mse"], m["perplexity"], 100 * m["dead_code_share"])
   with open(metrics_file or os.devnull, "a") as f:
     for name, m in summary.items():
       f.write(json.dumps({"model": name, "subset": "test", **m}) + "\n")
@@ -238,27 +286,29 @@ def load_trained(c, workdir: str, n_train: int):
   cls = load(task, classifier_init(c, task), "classifier")["params"]
   sizes = list(c.vqvae.codebook_sizes)
   vq = {}
-  for kind in KINDS:
+  for kind in kinds_of(c):
     task = vqvae_task(c, kind, n_train)
     inits = [vqvae_init(c, task, kind, size) for size in sizes]
     if c.train.sweep:
       ts = load(task, inits, sweep_name(kind, sizes))
     else:
-      ts = parallel.stack([load(task, init, ckpt_name(kind, size)) for size, init in zip(sizes, inits)])
+      ts = parallel.stack([load(task, init, name) for name, init in zip(vqvae_checkpoints(c, kind), inits)])
     vq[kind] = {"params": ts["params"], "codebook": ts["state"]}
   return cls, vq
+
+
+def vqvae_checkpoints(c, kind: str) -> list[str]:
+  """The checkpoint names of a kind: one sweep, or one per codebook size (train.sweep = False)."""
+  sizes = c.vqvae.codebook_sizes
+  return [sweep_name(kind, sizes)] if c.train.sweep else [ckpt_name(kind, s) for s in sizes]
 
 
 def missing_checkpoints(c, workdir: str, n_train: int) -> list[str]:
   """Names of the checkpoints `load_trained` needs that are absent or unfinished."""
   workdir = os.path.abspath(workdir)
   names = {"classifier": classifier_task(c, n_train).num_steps}
-  for kind in KINDS:
-    steps = vqvae_task(c, kind, n_train).num_steps
-    if c.train.sweep:
-      names[sweep_name(kind, c.vqvae.codebook_sizes)] = steps
-    else:
-      names.update({ckpt_name(kind, s): steps for s in c.vqvae.codebook_sizes})
+  for kind in kinds_of(c):
+    names.update(dict.fromkeys(vqvae_checkpoints(c, kind), vqvae_task(c, kind, n_train).num_steps))
   missing = []
   for name, steps in names.items():
     d = os.path.join(workdir, "checkpoints", name)

@@ -139,10 +139,13 @@ class VQVAE:
   def reconstruct(self, variables: Variables, x: jnp.ndarray) -> jnp.ndarray:
     return self.forward(variables["params"], variables["codebook"], x)[0]
 
-  def loss(self, params: Variables, codebook: quantizer.Codebook, x: jnp.ndarray):
-    """MSE reconstruction + β·commitment; returns the EMA-updated codebook as new state."""
+  def loss(self, params: Variables, codebook: quantizer.Codebook, x: jnp.ndarray, target: jnp.ndarray | None = None):
+    """MSE of the reconstruction of x against `target` (default x) + β·commitment.
+
+    Returns the EMA-updated codebook as new state.
+    """
     x_hat, aux = self.forward(params, codebook, x)
-    recon = jnp.mean((x_hat - x) ** 2)
+    recon = jnp.mean((x_hat - (x if target is None else target)) ** 2)
     commit = jnp.mean((aux["flat"] - jax.lax.stop_gradient(aux["quantized"])) ** 2)
     new_codebook = quantizer.ema_update(codebook, jax.lax.stop_gradient(aux["flat"]), aux["idx"], self.decay,
                                         self.epsilon)

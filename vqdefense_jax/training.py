@@ -1,8 +1,9 @@
 """One generic training loop for every model: optax, orbax checkpoints, exact resume.
 
-A model contributes a `Task`: its loss (params, state, x, y, rng) ->
+A model contributes a `Task`: its loss (params, state, x, y, rng, extra) ->
 (loss, (new_state, metrics)), where `state` is non-gradient state such as the
-VQ-VAE's EMA codebook, and its optimiser. Batches and dropout keys are pure
+VQ-VAE's EMA codebook and `extra` constant inputs of every step (the frozen
+classifier that adversarial VQ-VAE training attacks), and its optimiser. Batches and dropout keys are pure
 functions of (seed, step), so a run restored from a checkpoint continues
 bit-identically with an uninterrupted one.
 
@@ -80,10 +81,11 @@ def initial_state(task: Task, init_fn: Callable[[], tuple[Any, Any]] | Sequence[
   return parallel.stack([init_train_state(task, *f()) for f in init_fn])
 
 
-def _step(task: Task, ts: dict[str, Any], images: jnp.ndarray, labels: jnp.ndarray, idx_B: jnp.ndarray):
+def _step(task: Task, ts: dict[str, Any], images: jnp.ndarray, labels: jnp.ndarray, idx_B: jnp.ndarray,
+          extra: Any = None):
   rng = jax.random.fold_in(jax.random.key(task.seed), ts["step"])
   grad_fn = jax.value_and_grad(task.loss, has_aux=True)
-  (loss, (state, metrics)), grads = grad_fn(ts["params"], ts["state"], images[idx_B], labels[idx_B], rng)
+  (loss, (state, metrics)), grads = grad_fn(ts["params"], ts["state"], images[idx_B], labels[idx_B], rng, extra)
   updates, opt_state = task.optimizer.build().update(grads, ts["opt_state"], ts["params"])
   new = dict(step=ts["step"] + 1, params=optax.apply_updates(ts["params"], updates), opt_state=opt_state,
              state=state)
@@ -102,13 +104,14 @@ def sweep_step(task: Task, model_axis: str, mesh: Mesh):
   'model' axis; in- and out-shardings are fixed so the state's placement never
   changes between steps (a changed placement would compile the step again).
   """
-  def local(ts_M, images, labels, idx_B):
-    return parallel.over_models(lambda ts: _step(task, ts, images, labels, idx_B), model_axis)(ts_M)
+  def local(ts_M, images, labels, idx_B, extra):
+    return parallel.over_models(lambda ts: _step(task, ts, images, labels, idx_B, extra), model_axis)(ts_M)
 
-  step = jax.shard_map(local, mesh=mesh, in_specs=(P("model"), P(), P(), P()), out_specs=P("model"),
+  step = jax.shard_map(local, mesh=mesh, in_specs=(P("model"), P(), P(), P(), P()), out_specs=P("model"),
                        check_vma=False)
   models, replicated = NamedSharding(mesh, P("model")), NamedSharding(mesh, P())
-  return jax.jit(step, in_shardings=(models, replicated, replicated, replicated), out_shardings=models)
+  return jax.jit(step, in_shardings=(models, replicated, replicated, replicated, replicated),
+                 out_shardings=models)
 
 
 def batch_indices(seed: int, num_examples: int, batch_size: int, step: int) -> np.ndarray:
@@ -173,12 +176,14 @@ class Sweep:
 def train(task: Task, init_fn: Callable[[], tuple[Any, Any]] | Sequence[Callable[[], tuple[Any, Any]]],
           images: jax.Array | np.ndarray, labels: jax.Array | np.ndarray, *,
           ckpt_dir: str, name: str, metrics_file: str | None = None, checkpoint_every: int = 500,
-          log_every: int = 50, stop_at: int | None = None, sweep: Sweep | None = None) -> dict[str, Any]:
+          log_every: int = 50, stop_at: int | None = None, sweep: Sweep | None = None,
+          extra: Any = None) -> dict[str, Any]:
   """Train `task` from `init_fn()` (or from the newest checkpoint in ckpt_dir) for task.num_steps steps.
 
   With `sweep`, `init_fn` is one init function per run and the runs train as a
   stack (leading model axis in every leaf of the returned state), each exactly
   as it would alone: same initial state, same batches, same updates.
+  `extra` is passed unchanged to every step's loss (e.g. a frozen classifier).
   `stop_at` ends the run early as an interruption would (used by the resume test).
   Returns the final train state.
   """
@@ -213,13 +218,13 @@ def train(task: Task, init_fn: Callable[[], tuple[Any, Any]] | Sequence[Callable
     end = task.num_steps if stop_at is None else min(stop_at, task.num_steps)
     images_d, labels_d = jnp.asarray(images), jnp.asarray(labels)
     if sweep is not None:  # on every device of the mesh once, not copied there every step
-      images_d, labels_d = parallel.replicate((images_d, labels_d), mesh)
+      images_d, labels_d, extra = parallel.replicate((images_d, labels_d, extra), mesh)
     out = open(metrics_file, "a") if metrics_file else None
     bar = tqdm(range(start, end), initial=start, total=task.num_steps, desc=name, unit="step",
                disable=start >= end, dynamic_ncols=True)
     for step in bar:
       idx = batch_indices(task.seed, len(images), task.batch_size, step)
-      ts, metrics = step_fn(ts, images_d, labels_d, jnp.asarray(idx))
+      ts, metrics = step_fn(ts, images_d, labels_d, jnp.asarray(idx), extra)
       done = step + 1
       if done % log_every == 0 or done == task.num_steps:
         rows = _metric_rows(jax.device_get(metrics), [name] if sweep is None else list(sweep.names))
