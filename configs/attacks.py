@@ -1,4 +1,4 @@
-"""Beyond the paper, full size (a GPU job): every attack, grey- and white-box, on clean- and adversarially trained purifiers.
+"""Beyond the paper, full size (a GPU job): every attack on clean- and adversarially trained purifiers.
 
   python evaluate.py --grid --config configs/attacks.py --workdir runs/attacks
 

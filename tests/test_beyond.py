@@ -13,6 +13,7 @@ from vqdefense_jax import attacks
 from vqdefense_jax import data as data_lib
 from vqdefense_jax import experiment, grid, parallel, split
 from vqdefense_jax.models import Classifier
+from vqdefense_jax.purifiers import make_purifier
 
 ATTACKS = ("fgsm", "pgd", "bpda_fgsm", "ste_pgd")
 
@@ -51,7 +52,8 @@ def test_every_kind_is_trained_as_one_sweep_checkpoint(beyond):
   assert experiment.split_kind(c, 1) == "no_split" and experiment.split_kind(c, 2) == "split"
   assert experiment.missing_checkpoints(c, workdir, 240) == []
   # The adversarial kinds learned something else than the clean ones from the same initial weights.
-  diff = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), stacks["split"]["params"], stacks["split_adv"]["params"])
+  diff = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), stacks["split"]["params"],
+                      stacks["split_adv"]["params"])
   assert max(jax.tree.leaves(diff)) > 1e-3
 
 
@@ -86,12 +88,19 @@ def test_grid_axes_and_shapes(beyond, results):
   np.testing.assert_array_equal(und[2], und[0])                     # bpda_fgsm = fgsm
 
 
-def test_split_k_rows_for_k_1_and_2_equal_the_no_split_and_split_rows(results):
-  acc = np.asarray(results["accuracy"])                             # (A, T, P, M, E)
+def test_split_k_rows_equal_the_split_purifier_run_with_k_tiles(beyond, results):
+  """k = 1 and 2 reuse the main call's no_split and split rows; check them against explicit k-tile runs."""
+  c, _, cls, stacks, ds = beyond
   by_k = np.asarray(results["split_k"]["accuracy"])                 # (A, K, M, E)
-  purifiers = results["axes"]["purifier"]
-  np.testing.assert_allclose(by_k[:, 0], acc[:, 0, purifiers.index("no_split")], atol=1e-12)
-  np.testing.assert_allclose(by_k[:, 1], acc[:, 0, purifiers.index("split")], atol=1e-12)
+  model = experiment.vqvae_model(c)
+  mesh = parallel.make_mesh(1, jax.devices()[:1])
+  for j, k in enumerate(results["split_k"]["k"]):
+    kind = experiment.split_kind(c, k)
+    _, acc_MxAx1xE, _ = grid.run_counts((make_purifier("split", model, model, k),), "map", mesh, cls, stacks[kind],
+                                        stacks[kind], ds.test_images, ds.test_labels, c.attack.epsilons,
+                                        len(ds.test_images), attack_list=grid.attacks_of(c), seed=c.seed)
+    np.testing.assert_allclose(by_k[:, j], acc_MxAx1xE[:, :, 0].transpose(1, 0, 2), atol=1e-12, err_msg=f"k={k}")
+  assert [t["what"] for t in results["timing"]] == ["grid", "split k=4"]   # k = 1, 2: no extra call
 
 
 @pytest.mark.parametrize("attack_index,training", [(2, "clean"), (3, "adversarial")])

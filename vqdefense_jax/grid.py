@@ -1,14 +1,17 @@
-"""The whole ε × codebook size × purifier grid as ONE compiled computation.
+"""The whole attack × ε × codebook size × purifier grid as ONE compiled computation.
 
 `grid_counts` takes the classifier, the stacked variables of every codebook
 size of both VQ-VAE kinds (leading model axis M; codebooks padded to K_max),
-the whole test set and the ε vector, and returns the number of correct
-predictions for every (model, purifier, ε) plus the undefended row. Inside:
+the whole test set, the ε vector and the attacks, and returns the number of
+correct predictions for every (model, attack, purifier, ε) plus the undefended
+row of every attack. Inside:
 
   scan over test-set chunks (memory stays bounded by one chunk)
-    one FGSM gradient per chunk serves every ε (the sign does not depend on ε)
+    every grey-box attack once per chunk, over the whole ε vector
+      (FGSM: one gradient serves every ε; PGD: all ε advance in one batch)
     over_models (lax.map or vmap, see parallel.py) over the M models
-      every purifier; shared first stages are computed once (apply_all)
+      grey-box: every purifier; shared first stages computed once (apply_all)
+      white-box: per purifier, the attack through it, then the purifier
 
 It runs under `shard_map` on a ('model', 'batch') mesh: each device gets a
 slice of the models and of every chunk, and the counts are summed over the
@@ -19,6 +22,10 @@ Pipelines pair model i of the No-Split stack with model i of the Split stack.
 Split size (best = highest mean accuracy over ε <= grid.best_eps_max, the
 paper's criterion in Sec. 3.2): a second compiled call on one-model stacks;
 the per-size rows then hold no_split and split only.
+
+`run_grid` stacks clean- and adversarially trained VQ-VAEs on the model axis
+of the same call, and runs one more call per extra tile count k
+(vqvae.split_ks), whose tiles have another shape.
 """
 
 import functools
@@ -194,8 +201,9 @@ def run_grid(c, cls_params, stacks: dict[str, Any], images: np.ndarray, labels: 
   accuracy[attack, training, purifier, codebook size, ε] comes from one
   compiled call: the clean- and adversarially trained stacks (`vqvae.training`)
   are concatenated on the model axis. Best sizes use the first attack on the
-  clean-trained models. Each extra tile count of `vqvae.split_ks` is one more
-  compiled call (its tiles have another shape): split_k.accuracy[attack, k,
+  clean-trained models. Each tile count of `vqvae.split_ks` other than 1 and
+  vqvae.split_k (whose rows the main call already has) is one more compiled
+  call, because its tiles have another shape: split_k.accuracy[attack, k,
   codebook size, ε] for the Split purifier.
   """
   mesh = parallel.make_mesh(c.parallel.model_devices) if mesh is None else mesh
@@ -239,17 +247,25 @@ def run_grid(c, cls_params, stacks: dict[str, Any], images: np.ndarray, labels: 
                              accuracy=acc_TxAxPxE.transpose(1, 0, 2, 3).tolist())   # (A, T, P, E)
     results["timing"].append(dict(what="best pair", **t))
   if c.vqvae.split_ks:
-    results["split_k"] = _split_k_grid(c, stacks, run)
+    known = {p.name: acc_AxTxPxSxE[:, 0, i] for i, p in enumerate(per_size) if p.name in ("no_split", "split")}
+    results["split_k"] = _split_k_grid(c, stacks, run, known)
     results["timing"] += results["split_k"].pop("timing")
   return results
 
 
-def _split_k_grid(c, stacks, run) -> dict[str, Any]:
-  """The Split purifier with k×k tiles for every k of vqvae.split_ks (clean-trained): (A, K, M, E)."""
+def _split_k_grid(c, stacks, run, known: dict[str, np.ndarray]) -> dict[str, Any]:
+  """The Split purifier with k×k tiles for every k of vqvae.split_ks (clean-trained): (A, K, M, E).
+
+  k = 1 is the No-Split VQ-VAE and k = vqvae.split_k the Split one: their rows
+  come from `known` (kind -> (A, M, E) of the main call) when it has them.
+  """
   model = experiment.vqvae_model(c)
   rows, timing = [], []
   for k in c.vqvae.split_ks:
     kind = experiment.split_kind(c, k)
+    if kind in known:
+      rows.append(known[kind])
+      continue
     _, acc_MxAx1xE, t = run((make_purifier("split", model, model, k),), no_split_M=stacks[kind],
                             split_M=stacks[kind])
     log.info("grid: Split purifier with %dx%d tiles (%s): %.1f s", k, k, kind, t["compile_s"] + t["run_s"])

@@ -2,10 +2,11 @@
 
 A model contributes a `Task`: its loss (params, state, x, y, rng, extra) ->
 (loss, (new_state, metrics)), where `state` is non-gradient state such as the
-VQ-VAE's EMA codebook and `extra` constant inputs of every step (the frozen
-classifier that adversarial VQ-VAE training attacks), and its optimiser. Batches and dropout keys are pure
-functions of (seed, step), so a run restored from a checkpoint continues
-bit-identically with an uninterrupted one.
+VQ-VAE's EMA codebook and `extra` holds constant inputs of every step (the
+frozen classifier that adversarial VQ-VAE training attacks), and its
+optimiser. Batches and dropout keys are pure functions of (seed, step), so a
+run restored from a checkpoint continues bit-identically with an
+uninterrupted one.
 
 The same loop trains a *sweep*: several runs of one task that differ only in
 their initial state (the codebook sizes of one VQ-VAE kind), stacked along a
