@@ -1,4 +1,4 @@
-"""configs/splits.py reduced for a 2-core CPU: the numbers of RESULTS.md, table 3.
+"""configs/splits.py reduced for a 2-core CPU (about 45 minutes): the numbers of RESULTS.md, table 3.
 
   python evaluate.py --grid --config configs/splits_cpu.py --workdir runs/splits_cpu
 
