@@ -85,7 +85,7 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
         return jnp.sum((pred_ExB == y_B[None]) * w_B[None], axis=1, dtype=jnp.int32)
 
       # Attacks on the classifier alone: computed once, shared by every model and purifier.
-      grey = {atk: attack(atk) for atk in dict.fromkeys(a.grey_box() for a in attack_list)}
+      grey = {atk: attack(atk) for atk in dict.fromkeys(atk.grey_box() for atk in attack_list)}
 
       def one_model(no_split, split):
         rows = []
