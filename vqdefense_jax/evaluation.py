@@ -91,6 +91,19 @@ def _figure_images(purifiers, cls_params, no_split_vars, split_vars, x, y, eps_F
   return jnp.stack(rows, axis=1)                              # (F, rows, n, H, W, 1)
 
 
+def reconstruction_figure(c, cls_params, no_split_vars, split_vars, images, labels) -> np.ndarray | None:
+  """The first eval.figure_examples test images: clean, grey-box FGSM at eval.figure_epsilons, each purifier's output.
+
+  None when the config asks for no figure.
+  """
+  n = min(c.eval.figure_examples, len(images))
+  if not n or not len(c.eval.figure_epsilons):
+    return None
+  eps_F = jnp.asarray(c.eval.figure_epsilons, jnp.float32)
+  return np.asarray(_figure_images(make_purifiers(c), cls_params, no_split_vars, split_vars, images[:n], labels[:n],
+                                   eps_F))
+
+
 def evaluate(c, workdir: str) -> dict:
   """Load every checkpoint, attack, purify, classify; write results and figures; return the results."""
   config_lib.validate(c)
@@ -120,13 +133,8 @@ def evaluate(c, workdir: str) -> dict:
       eval_wall_time_s=round(wall, 2), device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
       jax_version=jax.__version__, config=c.to_dict())
 
-  n = min(c.eval.figure_examples, len(images))
-  fig_eps = jnp.asarray(c.eval.figure_epsilons, jnp.float32)
-  figure = None
-  if n and len(fig_eps):
-    figure = np.asarray(_figure_images(make_purifiers(c), cls_params, parallel.take(vq["no_split"], 0),
-                                       parallel.take(vq["split"], 0),
-                                       images[:n], labels[:n], fig_eps))
+  figure = reconstruction_figure(c, cls_params, parallel.take(vq["no_split"], 0), parallel.take(vq["split"], 0),
+                                 images, labels)
   write_results(workdir, results, figure, c)
   return results
 
@@ -156,13 +164,9 @@ def evaluate_grid(c, workdir: str) -> dict:
 
   sizes = list(c.vqvae.codebook_sizes)
   pair = {kind: results["best_size"].get(kind, sizes[0]) for kind in experiment.KINDS}
-  n = min(c.eval.figure_examples, len(images))
-  figure = None
-  if n and len(c.eval.figure_epsilons):
-    figure = np.asarray(_figure_images(
-        make_purifiers(c), cls_params, parallel.take(stacks["no_split"], sizes.index(pair["no_split"])),
-        parallel.take(stacks["split"], sizes.index(pair["split"])), images[:n], labels[:n],
-        jnp.asarray(c.eval.figure_epsilons, jnp.float32)))
+  figure = reconstruction_figure(c, cls_params, parallel.take(stacks["no_split"], sizes.index(pair["no_split"])),
+                                 parallel.take(stacks["split"], sizes.index(pair["split"])), images, labels)
+  if figure is not None:
     results["figure"] = dict(rows=["clean", "adversarial"] + [p for p in c.eval.purifiers if p != "none"],
                              epsilons=[float(e) for e in c.eval.figure_epsilons],
                              no_split_size=pair["no_split"], split_size=pair["split"])
