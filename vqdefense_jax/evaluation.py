@@ -38,7 +38,7 @@ from vqdefense_jax.models import Classifier
 from vqdefense_jax.purifiers import apply_all, make_purifier
 
 log = logging.getLogger(__name__)
-THREAT_MODEL = "grey-box FGSM: the attacker differentiates the classifier only, not the purifier"
+THREAT_MODEL = attacks.describe(attacks.Attack("fgsm"))  # the per-size evaluation runs the paper's attack only
 
 
 def logits_fn(cls_params):

@@ -190,10 +190,6 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
   return np.asarray(undefended_AxE) / n, np.asarray(defended_MxAxPxE)[:m] / n, timing
 
 
-def _concat(stacks: list[Any]) -> Any:
-  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *stacks)
-
-
 def run_grid(c, cls_params, stacks: dict[str, Any], images: np.ndarray, labels: np.ndarray,
              mesh: Mesh | None = None) -> dict[str, Any]:
   """The full grid for config `c`; returns the named-axes results (what grid.json holds).
@@ -218,7 +214,8 @@ def run_grid(c, cls_params, stacks: dict[str, Any], images: np.ndarray, labels: 
   run = functools.partial(run_counts, model_axis=c.parallel.grid_model_axis, mesh=mesh, cls_params=cls_params,
                           images=images, labels=labels, epsilons=eps, chunk_size=c.grid.chunk_size,
                           attack_list=attack_list, seed=c.seed)
-  both = {kind: _concat([stacks[experiment.kind_name(kind, mode)] for mode in modes]) for kind in ("no_split", "split")}
+  both = {kind: parallel.concat([stacks[experiment.kind_name(kind, mode)] for mode in modes])
+          for kind in ("no_split", "split")}
   log.info("grid: %d test images × %d ε × %d codebook sizes × %d training modes × %d purifiers × %d attacks "
            "+ undefended, one computation on %s (mesh model=%d batch=%d, model axis %s)", len(images), len(eps),
            len(sizes), len(modes), len(per_size), len(attack_list), jax.devices()[0].device_kind,

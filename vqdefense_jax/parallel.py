@@ -38,6 +38,13 @@ def stack(trees: list[Any]) -> Any:
   return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
+def concat(stacks: list[Any]) -> Any:
+  """[stack, stack, ...] -> one stack whose model axis runs through them in order."""
+  if not stacks:
+    raise VQDefenseError("cannot concatenate an empty list of stacks")
+  return jax.tree.map(lambda *xs: jnp.concatenate(xs), *stacks)
+
+
 def take(stacked: Any, i: int) -> Any:
   """Model i of a stack."""
   return jax.tree.map(lambda x: x[i], stacked)
