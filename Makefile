@@ -16,7 +16,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) evaluate.py --grid --config configs/quick.py --workdir runs/quick
+	$(PY) evaluate.py --grid --config configs/purify/quick.py --workdir runs/quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

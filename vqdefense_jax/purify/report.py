@@ -1,0 +1,253 @@
+"""Tables and figures of the grid evaluation, regenerable from `grid.json` and `grid.npz` alone.
+
+The grid is sliced by (attack, training mode). The first attack with clean-trained VQ-VAEs keeps the plain
+file names (table2_no_split.md, fig3_accuracy_vs_eps.png, ...); every other slice adds `__<attack>` and, for
+adversarially trained VQ-VAEs, `__adversarial`. Tables are written for every slice, the per-slice figures only
+for the first attack's slices. With more than one slice, `table_attacks` and `fig_attacks` put every slice's
+curves side by side; with `split_k` results, `table_split_k` and `fig_split_k` show the Split purifier per tile
+count k.
+"""
+
+import os
+
+import numpy as np
+
+from vqdefense_jax.core import attacks as attacks_lib
+from vqdefense_jax.core import files
+from vqdefense_jax.core import report as draw
+from vqdefense_jax.purify.grid import best_index
+from vqdefense_jax.purify.results import GridResult
+
+plt = draw.plt
+LABELS = {"none": "Original", "no_split": "No-Split-VAE", "split": "4-Split-VAE", "vae_to_split": "VAE to Split",
+          "split_to_vae": "Split to VAE"}
+SHORT = {"no_split": "N", "split": "S"}
+# File stem and the paper's table or figure each table mirrors.
+TABLES = {"no_split": ("table2_no_split", "the paper's Table 2"), "split": ("table3_split", "the paper's Table 3"),
+          "vae_to_split": ("table_vae_to_split", "the pipeline curves of the paper's Fig. 4"),
+          "split_to_vae": ("table_split_to_vae", "the pipeline curves of the paper's Fig. 4")}
+TRAINING = {"clean": "clean-trained VQ-VAEs",
+            "adversarial": "adversarially trained VQ-VAEs (Defense-VAE style: FGSM inputs → clean targets)"}
+FIG4_SMALL_EPS = 0.08  # the ε range of the paper's Fig. 4(a)
+EPS_NOTE = "ε in pixel units (the paper labels them ×10)"
+
+
+def save(result: GridResult, workdir: str) -> list[str]:
+  """Write `grid.json` and `grid.npz` into `workdir`, then every table and figure (`render`)."""
+  result.save(workdir)
+  return render(result, workdir)
+
+
+def render(result: GridResult, workdir: str) -> list[str]:
+  """Write every table and figure of `result` into `workdir`; returns the paths written.
+
+  Each output goes to `.partial-<name>` first; only when all succeeded are they moved into place, so a
+  failure leaves the previous set of outputs untouched.
+  """
+  with files.staged(workdir) as target:
+    _render(result, target)
+  return [os.path.join(workdir, n) for n in target.names]
+
+
+def _box(attack: str) -> str:
+  return attacks_lib.Attack(attack).threat_model
+
+
+def _suffix(i: int, attack: str, mode: str = "clean") -> str:
+  """File name suffix of slice (attack i, mode): none for the first attack with clean training."""
+  return "" if i == 0 and mode == "clean" else f"__{attack}" + ("" if mode == "clean" else f"__{mode}")
+
+
+def _threats(r: GridResult, attacks) -> str:
+  """The threat-model description of each attack, one Markdown bullet each."""
+  return "\n".join(f"- {r.threat_model[atk]}" for atk in attacks)
+
+
+def _eps_columns(r: GridResult) -> list[str]:
+  return [f"{e:.2f}" for e in r.epsilon]
+
+
+def _finish(fig, axes, title: str, path: str) -> None:
+  draw.finish(fig, axes, title, path, xlabel="ε (pixel units)", ylabel="test accuracy")
+
+
+def _plot(ax, eps, acc_E, label, keep=slice(None)) -> None:
+  style = dict(color="black", ls="--") if label.startswith("Original") else {}
+  draw.curve(ax, eps, acc_E, label, keep, **style)
+
+
+def _render(r: GridResult, target) -> None:
+  slices = r.slices()
+  for i, j, _, _ in slices:
+    _render_slice(r, target, i, j, figures=i == 0)
+  if len(slices) > 1:
+    _render_attacks(r, target, slices)
+  if r.split_k is not None:
+    _render_split_k(r, target)
+  if r.figure is not None:
+    f = r.figure
+    draw.image_grid(f.images, list(f.rows), [f"ε={e:g}" for e in f.epsilons],
+                    f"grey-box FGSM and purified reconstructions (codebook size {f.no_split_size} (No-Split) and "
+                    f"{f.split_size} (4-Split); display clipped to [0, 1])", target("reconstructions.png"))
+
+
+def _render_attacks(r: GridResult, target, slices) -> None:
+  """`table_attacks` and `fig_attacks`: the curves of every (attack, training) slice."""
+  eps, n = np.asarray(r.epsilon), r.num_test_images
+  curves = [(s, _curves(r, s[0], s[1])) for s in slices]
+  rows = [(atk, _box(atk), mode, *_columns(key, r), acc_E) for (_, _, atk, mode), cs in curves
+          for key, acc_E in cs]
+  draw.table(target, "table_attacks", "Accuracy by attack, training mode, purifier and ε: undefended, single "
+             "VQ-VAEs at their best codebook size, pipelines paired or at their best size", f"{n} test images; "
+             f"{EPS_NOTE}; pipeline sizes N<No-Split K>+S<Split K>. Threat models:\n\n" + _threats(r, r.attack),
+             ["attack", "threat_model", "training", "purifier", "codebook_size"], [row[:-1] for row in rows],
+             [row[-1] for row in rows], _eps_columns(r))
+  fig, axes = draw.panels(len(r.attack))
+  for (i, j, atk, mode), cs in curves:
+    for c, (key, acc_E) in enumerate(cs):
+      if key[0] != "none" or j == 0:  # the undefended curve does not depend on the training mode
+        axes[i].plot(eps, acc_E, marker="o", ms=3, label=_label(key, r) if j == 0 else "_nolegend_",
+                     **_style(key, c, mode))
+    axes[i].set_title(f"{atk} ({_box(atk)})", fontsize=9)
+  training = (f"solid: {TRAINING['clean']}, dashed: {TRAINING['adversarial']}" if len(r.training) > 1
+              else TRAINING.get(r.training[0], r.training[0]))
+  _finish(fig, axes, f"accuracy by attack ({n} test images); {training}", target("fig_attacks.png"))
+
+
+def _render_split_k(r: GridResult, target) -> None:
+  """`table_split_k` and `fig_split_k`: the Split purifier per tile count k (at Split's best size in the figure)."""
+  eps, n, sizes, acc_AxKxMxE = np.asarray(r.epsilon), r.num_test_images, list(r.codebook_size), r.split_k.accuracy
+  title = "Split purifier with k×k tiles (clean-trained VQ-VAEs; k = 1 is the whole image, i.e. the No-Split VQ-VAE)"
+  draw.table(target, "table_split_k", f"{title}: accuracy by attack, k, codebook size and ε",
+             f"{n} test images; {EPS_NOTE}. Threat models:\n\n" + _threats(r, r.attack),
+             ["attack", "threat_model", "k", "codebook_size"],
+             [[atk, _box(atk), k, s] for atk in r.attack for k in r.split_k.k for s in sizes],
+             acc_AxKxMxE.reshape(-1, len(eps)), _eps_columns(r))
+  size = r.best_size.get("split")
+  m = sizes.index(size) if size in sizes else 0
+  fig, axes = draw.panels(len(r.attack))
+  for ax, atk, undefended_E, acc_KxMxE in zip(axes, r.attack, r.undefended, acc_AxKxMxE):
+    _plot(ax, eps, undefended_E, _label(("none",), r))
+    for k, acc_MxE in zip(r.split_k.k, acc_KxMxE):
+      _plot(ax, eps, acc_MxE[m], f"k={k}")
+    ax.set_title(f"{atk} ({_box(atk)})", fontsize=9)
+  _finish(fig, axes, f"{title}, codebook size {sizes[m]} ({n} test images)", target("fig_split_k.png"))
+
+
+def _render_slice(r: GridResult, target, i: int, j: int, figures: bool) -> None:
+  """Tables (and with `figures`, Figs. 3, 4 and the heatmaps) of slice (attack i, training j)."""
+  atk, mode = r.attack[i], r.training[j]
+  sizes, eps = list(r.codebook_size), np.asarray(r.epsilon)
+  acc_PxMxE, sfx, n = r.accuracy[i, j], _suffix(i, atk, mode), r.num_test_images
+  tag = f"{_box(atk)} {atk}, {TRAINING.get(mode, mode)}"
+  info = f"{r.threat_model[atk]}; {n} test images; {EPS_NOTE}"
+  for p, acc_MxE in zip(r.purifier, acc_PxMxE):
+    stem, mirrors = TABLES[p]
+    draw.table(target, stem + sfx, f"{LABELS[p]} ({p}) accuracy by codebook size and ε, {tag}: analogue of "
+               f"{mirrors}", info, ["codebook_size"], [[s] for s in sizes], acc_MxE, _eps_columns(r))
+  if j == 0:  # the undefended classifier has no training mode
+    draw.table(target, "table_undefended" + _suffix(i, atk), f"Undefended classifier accuracy by ε, {_box(atk)} "
+               f"{atk}: the 'Original' curve of the paper's Figs. 3 and 4", info, ["purifier"], [["none"]],
+               r.undefended[i][None], _eps_columns(r))
+  if r.paired is not None:
+    ns, s = r.paired.no_split_size, r.paired.split_size
+    draw.table(target, "table_best_pair" + sfx, f"Pipelines with the best No-Split and 4-Split codebook sizes, "
+               f"{tag}: analogue of the pipeline curves of the paper's Fig. 4", info,
+               ["pipeline", "no_split_size", "split_size"], [[p, ns, s] for p in r.paired.purifier],
+               r.paired.accuracy[i, j], _eps_columns(r))
+  if not figures:
+    return
+  curves = _curves(r, i, j)
+  title = f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)} ({n} test images)"
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  for key, acc_E in [c for c in curves if c[0][0] in ("none", "no_split", "split")]:
+    _plot(ax, eps, acc_E, _label(key, r))
+  _finish(fig, [ax], "accuracy vs ε (analogue of the paper's Fig. 3)\n" + title,
+          target(f"fig3_accuracy_vs_eps{sfx}.png"))
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+  small = eps <= FIG4_SMALL_EPS + 1e-9
+  for ax, keep, name in ((axes[0], small, f"(a) ε ≤ {FIG4_SMALL_EPS:g}"), (axes[1], slice(None), "(b) all ε")):
+    for key, acc_E in curves:
+      _plot(ax, eps, acc_E, _label(key, r), keep)
+    ax.set_title(name, fontsize=9)
+  _finish(fig, axes, "purifiers and pipelines vs ε (analogue of the paper's Fig. 4)\n" + title,
+          target(f"fig4_pipelines{sfx}.png"))
+  for p, acc_MxE in zip(r.purifier, acc_PxMxE):
+    draw.heatmap(acc_MxE, [str(s) for s in sizes], _eps_columns(r), f"{LABELS[p]} ({p}) accuracy\n{title}",
+                 target(f"heatmap_{p}{sfx}.png"), xlabel="ε (pixel units)", ylabel="codebook size",
+                 colorbar="test accuracy")
+
+
+def _curves(r: GridResult, i: int, j: int) -> list[tuple[tuple, np.ndarray]]:
+  """(label key, accuracy (E,)) per curve of slice (i, j): undefended, singles at their best size, pipelines
+  paired or best."""
+  sizes = list(r.codebook_size)
+  paired = {} if r.paired is None else dict(zip(r.paired.purifier, r.paired.accuracy[i, j]))
+  curves = [(("none",), r.undefended[i])]
+  for p, acc_MxE in zip(r.purifier, r.accuracy[i, j]):
+    if p in paired:
+      continue
+    size = r.best_size.get(p) if p in SHORT else None
+    m = sizes.index(size) if size in sizes else best_index(acc_MxE, r.epsilon, r.best_eps_max)
+    curves.append(((p, sizes[m]), acc_MxE[m]))
+  return curves + [((p, "paired"), acc_E) for p, acc_E in paired.items()]
+
+
+def _columns(key: tuple, r: GridResult) -> tuple[str, str]:
+  """(purifier, codebook size) of a curve for the tables; pipelines paired: N<No-Split K>+S<Split K>."""
+  if key[0] == "none":
+    return "none", "-"
+  if key[1] == "paired":
+    return key[0], f"N{r.paired.no_split_size}+S{r.paired.split_size}"
+  return key[0], str(key[1])
+
+
+def _name(key: tuple) -> str:
+  """A curve's short name in `format_grid`."""
+  return "undefended" if key[0] == "none" else f"{key[0]} " + ("paired" if key[1] == "paired" else f"K={key[1]}")
+
+
+def _label(key: tuple, r: GridResult) -> str:
+  if key[0] == "none":
+    return "Original (undefended)"
+  if key[1] == "paired":
+    return f"{LABELS[key[0]]}: N K={r.paired.no_split_size} + S K={r.paired.split_size}"
+  return f"{LABELS[key[0]]} K={key[1]}"
+
+
+def _style(key: tuple, c: int, mode: str) -> dict:
+  """Line style in fig_attacks: undefended black dashed; curve c in colour Cc, dashed when adversarially trained."""
+  return dict(color="black", ls="--") if key[0] == "none" else dict(color=f"C{c}", ls="-" if mode == "clean" else "--")
+
+
+def format_grid(r: GridResult) -> str:
+  """A plain-text summary (every other ε past 8).
+
+  The first attack with clean-trained VQ-VAEs in full: a table per purifier, undefended, best sizes, paired rows.
+  Then the curves of every other (attack, training) slice, then the Split purifier per tile count k.
+  """
+  eps, sizes = r.epsilon, list(r.codebook_size)
+  cols = list(range(len(eps))) if len(eps) <= 8 else sorted(set(range(0, len(eps), 2)) | {len(eps) - 1})
+  head = lambda name: f"{name:<22}" + "".join(f"{eps[j]:>7.2f}" for j in cols)
+  row = lambda name, acc_E: f"{name:<22}" + "".join(f"{acc_E[j]:>7.3f}" for j in cols)
+  (_, _, atk, mode), *others = r.slices()
+  lines = [f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)}; {r.num_test_images} test images; "
+           f"classifier clean accuracy {r.classifier_clean_accuracy:.4f}; ε in pixel units"]
+  for p, acc_MxE in zip(r.purifier, r.accuracy[0, 0]):
+    lines += ["", f"{LABELS.get(p, p)} ({p})   accuracy by ε", head("codebook size")]
+    lines += [row(str(s), acc_E) for s, acc_E in zip(sizes, acc_MxE)]
+  lines += ["", head(""), row("undefended", r.undefended[0])]
+  best = ", ".join(f"{k} K={v}" for k, v in r.best_size.items())
+  lines.append(f"\nbest sizes (mean accuracy over ε <= {r.best_eps_max:g}): {best or 'none'}")
+  if r.paired is not None:
+    lines += [f"pipelines with No-Split K={r.paired.no_split_size} + Split K={r.paired.split_size}:", head("")]
+    lines += [row(p, acc_E) for p, acc_E in zip(r.paired.purifier, r.paired.accuracy[0, 0])]
+  for i, j, atk, mode in others:
+    lines += ["", f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)}", head("")]
+    lines += [row(_name(key), acc_E) for key, acc_E in _curves(r, i, j)]
+  if r.split_k is not None:
+    lines += ["", "Split purifier with k×k tiles (clean-trained VQ-VAEs; k = 1: the whole image), accuracy by ε",
+              head("attack k K")]
+    lines += [row(f"{atk} k={k} K={s}", acc_E) for atk, acc_KxMxE in zip(r.attack, r.split_k.accuracy)
+              for k, acc_MxE in zip(r.split_k.k, acc_KxMxE) for s, acc_E in zip(sizes, acc_MxE)]
+  return "\n".join(lines)

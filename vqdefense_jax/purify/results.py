@@ -1,0 +1,168 @@
+"""The grid's result: one typed object with named axes, the only thing between computing and rendering.
+
+  accuracy[attack, training, purifier, codebook_size, epsilon]   defended accuracy
+  undefended[attack, epsilon]                                     the classifier alone
+  paired.accuracy[attack, training, pipeline, epsilon]            pipelines at the best pair (pairing 'best')
+  split_k.accuracy[attack, k, codebook_size, epsilon]             the Split purifier with k×k tiles
+  figure[epsilon, row, example, H, W, 1]                          clean, adversarial, each purifier's output
+
+`save` writes `grid.json` (everything, arrays as nested lists) and `grid.npz` (the arrays); `load` reads
+them back into an equal object, so `evaluate.py --plot-only` renders exactly what the grid computed.
+"""
+
+import dataclasses
+import json
+import os
+import zipfile
+from typing import Any
+
+import numpy as np
+
+from vqdefense_jax.core import files
+from vqdefense_jax.core.errors import VQDefenseError
+
+
+@dataclasses.dataclass(frozen=True)
+class Paired:
+  """Pipelines with the best No-Split size and the best Split size (grid.pairing = 'best')."""
+  no_split_size: int
+  split_size: int
+  purifier: tuple[str, ...]
+  accuracy: np.ndarray                  # (A, T, P', E)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitK:
+  """The Split purifier with k×k tiles for every k of vqvae.split_ks (clean-trained)."""
+  k: tuple[int, ...]
+  accuracy: np.ndarray                  # (A, K, M, E)
+
+
+@dataclasses.dataclass(frozen=True)
+class Figure:
+  """The reconstruction figure: rows clean, adversarial, each purifier; at the best (or first) sizes."""
+  rows: tuple[str, ...]
+  epsilons: tuple[float, ...]
+  no_split_size: int
+  split_size: int
+  images: np.ndarray                    # (F, rows, n, H, W, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class GridResult:
+  attack: tuple[str, ...]
+  training: tuple[str, ...]
+  purifier: tuple[str, ...]
+  codebook_size: tuple[int, ...]
+  epsilon: tuple[float, ...]
+  accuracy: np.ndarray                  # (A, T, P, M, E)
+  undefended: np.ndarray                # (A, E)
+  threat_model: dict[str, str]          # attack -> one-line description
+  pairing: str
+  best_eps_max: float
+  best_size: dict[str, int]             # 'no_split' / 'split' -> best codebook size
+  timing: tuple[dict[str, Any], ...]
+  paired: Paired | None = None
+  split_k: SplitK | None = None
+  figure: Figure | None = None
+  num_test_images: int = 0
+  classifier_clean_accuracy: float = float("nan")
+  run: dict[str, Any] = dataclasses.field(default_factory=dict)      # device, mesh, wall time, jax version
+  config: dict[str, Any] = dataclasses.field(default_factory=dict)   # the resolved config
+
+  def __post_init__(self):
+    shape = tuple(len(a) for a in (self.attack, self.training, self.purifier, self.codebook_size, self.epsilon))
+    if np.shape(self.accuracy) != shape or np.shape(self.undefended) != (shape[0], shape[-1]):
+      raise VQDefenseError(f"grid result arrays {np.shape(self.accuracy)} and {np.shape(self.undefended)} do not "
+                           f"match the axes {shape}")
+
+  def slices(self) -> list[tuple[int, int, str, str]]:
+    """(attack index, training index, attack, training) of every slice, the first attack's first."""
+    return [(i, j, a, t) for i, a in enumerate(self.attack) for j, t in enumerate(self.training)]
+
+  # --- files -------------------------------------------------------------------------------------------
+  def to_json(self) -> dict[str, Any]:
+    out = dict(axes=dict(attack=list(self.attack), training=list(self.training), purifier=list(self.purifier),
+                         codebook_size=list(self.codebook_size), epsilon=list(self.epsilon)),
+               accuracy=np.asarray(self.accuracy).tolist(), undefended=np.asarray(self.undefended).tolist(),
+               threat_model=dict(self.threat_model), pairing=self.pairing, best_eps_max=self.best_eps_max,
+               best_size=dict(self.best_size), timing=list(self.timing), num_test_images=self.num_test_images,
+               classifier_clean_accuracy=self.classifier_clean_accuracy, **self.run, config=self.config)
+    if self.paired is not None:
+      out["paired"] = dict(no_split_size=self.paired.no_split_size, split_size=self.paired.split_size,
+                           purifier=list(self.paired.purifier), accuracy=self.paired.accuracy.tolist())
+    if self.split_k is not None:
+      out["split_k"] = dict(k=list(self.split_k.k), accuracy=self.split_k.accuracy.tolist())
+    if self.figure is not None:
+      f = self.figure
+      out["figure"] = dict(rows=list(f.rows), epsilons=list(f.epsilons), no_split_size=f.no_split_size,
+                           split_size=f.split_size)
+    return out
+
+  def arrays(self) -> dict[str, np.ndarray]:
+    """What `grid.npz` holds."""
+    a = dict(accuracy=np.asarray(self.accuracy, np.float64), undefended=np.asarray(self.undefended, np.float64),
+             attack=np.asarray(self.attack, str), training=np.asarray(self.training, str),
+             purifier=np.asarray(self.purifier, str), codebook_size=np.asarray(self.codebook_size, np.int64),
+             epsilon=np.asarray(self.epsilon, np.float64))
+    if self.paired is not None:
+      a["paired_purifier"] = np.asarray(self.paired.purifier, str)
+      a["paired_accuracy"] = np.asarray(self.paired.accuracy, np.float64)
+    if self.split_k is not None:
+      a["split_k"] = np.asarray(self.split_k.k, np.int64)
+      a["split_k_accuracy"] = np.asarray(self.split_k.accuracy, np.float64)
+    if self.figure is not None:
+      a["figure"] = np.asarray(self.figure.images, np.float32)
+    return a
+
+  @classmethod
+  def from_files(cls, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> "GridResult":
+    """The inverse of (`to_json`, `arrays`)."""
+    axes = doc["axes"]
+    paired = split_k = figure = None
+    if "paired" in doc:
+      p = doc["paired"]
+      paired = Paired(int(p["no_split_size"]), int(p["split_size"]), tuple(p["purifier"]), arrays["paired_accuracy"])
+    if "split_k" in doc:
+      split_k = SplitK(tuple(int(k) for k in doc["split_k"]["k"]), arrays["split_k_accuracy"])
+    if "figure" in doc and "figure" in arrays:
+      f = doc["figure"]
+      figure = Figure(tuple(f["rows"]), tuple(float(e) for e in f["epsilons"]), int(f["no_split_size"]),
+                      int(f["split_size"]), arrays["figure"])
+    known = {"axes", "accuracy", "undefended", "threat_model", "pairing", "best_eps_max", "best_size", "timing",
+             "paired", "split_k", "figure", "num_test_images", "classifier_clean_accuracy", "config"}
+    return cls(attack=tuple(axes["attack"]), training=tuple(axes["training"]), purifier=tuple(axes["purifier"]),
+               codebook_size=tuple(int(s) for s in axes["codebook_size"]),
+               epsilon=tuple(float(e) for e in axes["epsilon"]), accuracy=arrays["accuracy"],
+               undefended=arrays["undefended"], threat_model=dict(doc["threat_model"]), pairing=doc["pairing"],
+               best_eps_max=float(doc["best_eps_max"]), best_size={k: int(v) for k, v in doc["best_size"].items()},
+               timing=tuple(doc["timing"]), paired=paired, split_k=split_k, figure=figure,
+               num_test_images=int(doc["num_test_images"]),
+               classifier_clean_accuracy=float(doc["classifier_clean_accuracy"]),
+               run={k: v for k, v in doc.items() if k not in known}, config=doc.get("config", {}))
+
+  def save(self, workdir: str) -> None:
+    """`grid.json` and `grid.npz`, each replaced atomically."""
+    os.makedirs(workdir, exist_ok=True)
+    files.write_json_atomic(os.path.join(workdir, "grid.json"), self.to_json())
+    tmp = os.path.join(workdir, ".partial-grid.npz")
+    with open(tmp, "wb") as f:  # a file object, so numpy does not append another ".npz"
+      np.savez(f, **self.arrays())
+    os.replace(tmp, os.path.join(workdir, "grid.npz"))
+
+  @classmethod
+  def load(cls, workdir: str) -> "GridResult":
+    """Read `grid.json` and `grid.npz`; a missing or unreadable file is a `VQDefenseError`."""
+    paths = [os.path.join(workdir, n) for n in ("grid.json", "grid.npz")]
+    for p in paths:
+      if not os.path.exists(p):
+        raise VQDefenseError(f"{p} not found: run `python evaluate.py --grid` first to create the grid results")
+    try:
+      with open(paths[0]) as f:
+        doc = json.load(f)
+      with np.load(paths[1]) as z:
+        arrays = {k: z[k] for k in z.files}
+      return cls.from_files(doc, arrays)
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as e:
+      raise VQDefenseError(f"cannot read the grid results in {workdir} ({type(e).__name__}: {e}); run "
+                           "`python evaluate.py --grid` again to recreate them") from e
