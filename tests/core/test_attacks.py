@@ -18,6 +18,7 @@ def _setup():
   return (lambda v: Classifier().apply(params, v)), x, y
 
 
+@pytest.mark.slow
 def test_fgsm_stays_in_the_eps_ball_and_in_the_unit_box():
   f, x, y = _setup()
   eps = jnp.array([0.0, 0.02, 0.1, 0.3, 1.0])
@@ -60,6 +61,7 @@ def _purifier():
   return lambda x: model.reconstruct(v, x)
 
 
+@pytest.mark.slow
 def test_pgd_with_one_step_of_size_eps_and_no_random_start_is_fgsm():
   f, x, y = _setup()
   eps = jnp.array([0.0, 0.05, 0.3])
@@ -73,7 +75,7 @@ def test_pgd_with_one_step_of_size_eps_and_no_random_start_is_fgsm():
     np.testing.assert_array_equal(attacks.run(one, f, x, y, eps, purify=p), attacks.run(single, f, x, y, eps, purify=p))
 
 
-@pytest.mark.parametrize("name", attacks.ATTACKS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if "_" in n else n for n in attacks.ATTACKS])
 def test_every_attack_stays_in_the_eps_ball_and_the_unit_box(name):
   f, x, y = _setup()
   eps = jnp.array([0.0, 0.03, 0.3])
@@ -102,6 +104,7 @@ def test_bpda_gradient_is_the_classifier_gradient_at_the_purified_point():
   assert attacks.target_fn(attacks.Attack("pgd"), f, p) is f
 
 
+@pytest.mark.slow
 def test_pgd_random_start_depends_on_the_image_index_not_on_the_batch():
   f, x, y = _setup()
   eps = jnp.array([0.1, 0.2])

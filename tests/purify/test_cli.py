@@ -131,6 +131,7 @@ def test_corrupt_checkpoint_leaves_no_result_files(trained, tmp_path, capsys):
   assert not any((copy / f).exists() for f in GRID_FILES)
 
 
+@pytest.mark.slow
 def test_the_real_command_exits_2_with_one_line(tiny_config_file, tmp_path):
   p = subprocess.run([sys.executable, "evaluate.py", "--config", tiny_config_file, "--workdir", str(tmp_path / "x"),
                       "--config.vqvae.codebook_sizes=100"], cwd=ROOT, capture_output=True, text=True)

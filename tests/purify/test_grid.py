@@ -36,6 +36,7 @@ def _run_grid(t, **spec):
                        t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
 
 
+@pytest.mark.slow
 def test_grid_equals_per_size_evaluation(trained):
   res = _run_grid(trained, chunk_size=40)  # one chunk: the oracle's batch shapes
   sizes, eps = trained.exp.vq.codebook_sizes, trained.exp.attack.epsilons
@@ -54,6 +55,7 @@ def test_grid_equals_per_size_evaluation(trained):
   assert undefended[-1] < undefended[0]
 
 
+@pytest.mark.slow
 def test_grid_compiles_once_across_sizes_data_and_epsilons(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
   stacks = {"no_split": trained.stacks[trained.exp.vq.kind(1)], "split": trained.stacks[trained.exp.vq.kind(2)]}
@@ -84,6 +86,7 @@ def test_chunk_size_and_padding_do_not_change_the_result(trained):
   np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_vmap_and_map_over_models_agree(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
   stacks = {"no_split": trained.stacks[trained.exp.vq.kind(1)], "split": trained.stacks[trained.exp.vq.kind(2)]}
@@ -95,6 +98,7 @@ def test_vmap_and_map_over_models_agree(trained):
   np.testing.assert_allclose(out["map"], out["vmap"], atol=1 / 40 + 1e-9)
 
 
+@pytest.mark.slow
 def test_best_pairing_uses_the_best_size_of_each_kind(trained):
   res = _run_grid(trained, pairing="best", best_eps_max=0.1, chunk_size=40)
   assert res.purifier == ("no_split", "split")

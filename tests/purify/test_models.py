@@ -46,6 +46,7 @@ def test_per_position_with_d_not_equal_channels_projects():
   chex.assert_shape(model.reconstruct(v, x), x.shape)
 
 
+@pytest.mark.slow
 def test_vqvae_loss_gradients_reach_encoder_through_straight_through():
   model = VQVAE(channels=8, embedding_dim=8, k_max=10)
   x = jax.random.uniform(jax.random.key(1), (4, 12, 12, 1))

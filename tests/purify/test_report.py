@@ -126,6 +126,7 @@ def test_save_writes_every_file_and_tables_round_trip(tmp_path, pairing):
         np.testing.assert_allclose(np.array([r[3:] for r in rows[1:]], float), paired[i, j], atol=5e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pairing", ["same", "best"])
 def test_table_attacks_holds_every_slice_curve(tmp_path, pairing):
   results = make_results(pairing)
@@ -154,6 +155,7 @@ def test_table_attacks_holds_every_slice_curve(tmp_path, pairing):
   assert THREATS["fgsm"] in md and THREATS["bpda_pgd"] in md
 
 
+@pytest.mark.slow
 def test_table_split_k_rows_per_attack_k_and_size(tmp_path):
   results = make_results("best")
   report.save(results, str(tmp_path))
@@ -175,6 +177,7 @@ def test_single_attack_clean_only_keeps_the_plain_file_names(tmp_path):
       "table_best_pair.md"])
 
 
+@pytest.mark.slow
 def test_render_alone_regenerates_identical_tables(tmp_path):
   results = make_results("best")
   first, second = tmp_path / "first", tmp_path / "second"
@@ -223,6 +226,7 @@ def test_grid_result_round_trips_through_its_files(tmp_path):
     dataclasses.replace(results, epsilon=EPS[:2])
 
 
+@pytest.mark.slow
 def test_failed_render_leaves_no_partials_and_no_half_outputs(tmp_path, monkeypatch):
   results = make_results("same")
 
