@@ -127,7 +127,7 @@ def main(argv):
       no_split, split = parallel.take(stacks["no_split"], i), parallel.take(stacks["split"], i)
       for j, eps_j in enumerate(eps):
         for start in range(0, n, bs):
-          x, y, w = (a[0] for a in grid.chunked(images[start:start + bs], labels[start:start + bs], bs))
+          x, y, w, _ = (a[0] for a in grid.chunked(images[start:start + bs], labels[start:start + bs], bs))
           u, cp = loop_step(purifiers, cls, no_split, split, x, y, w, jnp.float32(eps_j))
           u, cp = np.asarray(u), np.asarray(cp)  # wait for each call, as a loop collecting results would
           if first is None:
