@@ -1,7 +1,7 @@
 """Quick CPU demo: the paper's pipeline shrunk to run in a few minutes on a laptop.
 
   python evaluate.py --grid        # = --config configs/purify/quick.py --workdir runs/quick; trains first
-  python train.py && python evaluate.py   # the same models, evaluated per codebook size
+  python train.py && python evaluate.py   # the same in two steps (evaluate.py alone never trains)
 
 Differences from configs/purify/paper.py: 12,000 training and 1,000 test images,
 32-channel VQ-VAEs with D = 32 and two codebook sizes (32, 128), 1,200 VQ-VAE

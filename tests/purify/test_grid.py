@@ -29,6 +29,12 @@ def _per_size(t, i_no_split, i_split, names=PURIFIERS):
   return np.asarray(rows)
 
 
+def _counts_inputs(t):
+  """The paper's two stacks by name, every purifier, and a one-device mesh: the inputs of `grid.run_counts`."""
+  stacks = {"no_split": t.stacks[t.exp.vq.kind(1)], "split": t.stacks[t.exp.vq.kind(2)]}
+  return stacks, grid.make_purifiers(t.exp.vq, PURIFIERS), parallel.make_mesh(1, jax.devices()[:1])
+
+
 def _run_grid(t, **spec):
   exp = t.exp
   g = dataclasses.replace(exp.grid, **spec)
@@ -58,9 +64,7 @@ def test_grid_equals_per_size_evaluation(trained):
 @pytest.mark.slow
 def test_grid_compiles_once_across_sizes_data_and_epsilons(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
-  stacks = {"no_split": trained.stacks[trained.exp.vq.kind(1)], "split": trained.stacks[trained.exp.vq.kind(2)]}
-  purifiers = grid.make_purifiers(trained.exp.vq, PURIFIERS)
-  mesh = parallel.make_mesh(1, jax.devices()[:1])
+  stacks, purifiers, mesh = _counts_inputs(trained)
   counted = jax.jit(chex.assert_max_traces(grid.grid_counts_fn, n=1), static_argnums=(0, 1, 2, 3))
   x, y, w, i = grid.chunked(ds.test_images, ds.test_labels, 16)
   eps = jnp.asarray(c.attack.epsilons, jnp.float32)
@@ -76,9 +80,7 @@ def test_grid_compiles_once_across_sizes_data_and_epsilons(trained):
 
 def test_chunk_size_and_padding_do_not_change_the_result(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
-  stacks = {"no_split": trained.stacks[trained.exp.vq.kind(1)], "split": trained.stacks[trained.exp.vq.kind(2)]}
-  purifiers = grid.make_purifiers(trained.exp.vq, PURIFIERS)
-  mesh = parallel.make_mesh(1, jax.devices()[:1])
+  stacks, purifiers, mesh = _counts_inputs(trained)
   runs = [grid.run_counts(purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"], ds.test_images,
                           ds.test_labels, c.attack.epsilons, chunk) for chunk in (7, 40)]
   assert runs[0][2]["num_chunks"] == 6 and runs[1][2]["num_chunks"] == 1  # 40 images: 6×7 with 2 padded
@@ -89,9 +91,7 @@ def test_chunk_size_and_padding_do_not_change_the_result(trained):
 @pytest.mark.slow
 def test_vmap_and_map_over_models_agree(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
-  stacks = {"no_split": trained.stacks[trained.exp.vq.kind(1)], "split": trained.stacks[trained.exp.vq.kind(2)]}
-  purifiers = grid.make_purifiers(trained.exp.vq, PURIFIERS)
-  mesh = parallel.make_mesh(1, jax.devices()[:1])
+  stacks, purifiers, mesh = _counts_inputs(trained)
   out = {axis: grid.run_counts(purifiers, axis, mesh, cls, stacks["no_split"], stacks["split"], ds.test_images,
                                ds.test_labels, c.attack.epsilons, 40)[1] for axis in ("map", "vmap")}
   # Grouped and plain convolutions may round differently; allow one image of the 40 to flip.
@@ -115,11 +115,9 @@ def test_best_pairing_uses_the_best_size_of_each_kind(trained):
 
 
 def test_the_eps_vector_in_one_call_equals_one_eps_at_a_time(trained):
-  stacks = [trained.stacks[trained.exp.vq.kind(k)] for k in (1, 2)]
-  purifiers = grid.make_purifiers(trained.exp.vq, PURIFIERS)
-  mesh = parallel.make_mesh(1, jax.devices()[:1])
-  run = lambda eps: grid.run_counts(purifiers, "map", mesh, trained.cls, *stacks, trained.ds.test_images,
-                                    trained.ds.test_labels, eps, 40)
+  stacks, purifiers, mesh = _counts_inputs(trained)
+  run = lambda eps: grid.run_counts(purifiers, "map", mesh, trained.cls, stacks["no_split"], stacks["split"],
+                                    trained.ds.test_images, trained.ds.test_labels, eps, 40)
   eps = trained.exp.attack.epsilons
   und, acc, _ = run(eps)
   for i, e in enumerate(eps):

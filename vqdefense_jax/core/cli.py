@@ -23,7 +23,6 @@ DEFAULT_CONFIG = os.path.join(ROOT, "configs", "purify", "quick.py")
 @dataclasses.dataclass
 class Args:
   config: ml_collections.ConfigDict | None  # None with `config_optional` when no --config was given
-  config_path: str
   workdir: str
   switches: dict[str, bool]
 
@@ -50,7 +49,7 @@ def parse(argv: list[str], description: str, switches: dict[str, str] | None = N
   config = config_lib.loaded(fv) if "config" in fv else None
   path = fv["config"].config_filename if "config" in fv else DEFAULT_CONFIG
   workdir = fv["workdir"].value or os.path.join("runs", os.path.splitext(os.path.basename(path))[0])
-  return Args(config, path, workdir, {name: fv[name].value for name in (switches or {})})
+  return Args(config, workdir, {name: fv[name].value for name in (switches or {})})
 
 
 def setup_logging() -> None:

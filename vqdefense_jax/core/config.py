@@ -87,16 +87,6 @@ def _one_line(e: Exception, argv: list[str]) -> str:
   return text.replace("Unknown command line flag 'config.", "unknown config key '")
 
 
-def check(ok: bool, message: str) -> None:
-  """Raise the one-line user error `message` unless `ok`."""
-  if not ok:
-    raise VQDefenseError(message)
-
-
-def check_choice(value, choices, key: str) -> None:
-  check(value in choices, f"{key} must be one of {', '.join(map(str, choices))}, not {value!r}")
-
-
 # The sections every system shares; each is checked by the constructor that reads it (named in its comment).
 PAPER_EPSILONS = tuple(round(0.02 * i, 2) for i in range(16))  # 0 … 0.30 (the paper labels them ×10)
 

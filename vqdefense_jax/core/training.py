@@ -83,18 +83,20 @@ class Schedule:
       raise VQDefenseError(f"{name}: batch_size must be >= 1 and epochs or steps > 0")
     return s
 
-  def steps_per_epoch(self, num_examples: int) -> int:
-    per_epoch = num_examples // self.batch_size
-    if per_epoch < 1:
-      raise VQDefenseError(f"batch size {self.batch_size} is larger than the {num_examples} training examples")
-    return per_epoch
-
   def num_steps(self, num_examples: int) -> int:
-    return self.steps or self.epochs * self.steps_per_epoch(num_examples)
+    return self.steps or self.epochs * steps_per_epoch(num_examples, self.batch_size)
 
   def optimizer_spec(self, num_examples: int) -> OptimizerSpec:
     return OptimizerSpec(self.optimizer, self.learning_rate, self.lr_decay_per_epoch,
-                         self.steps_per_epoch(num_examples))
+                         steps_per_epoch(num_examples, self.batch_size))
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+  """Full batches per epoch (the last partial batch of an epoch is dropped)."""
+  per_epoch = num_examples // batch_size
+  if per_epoch < 1:
+    raise VQDefenseError(f"batch size {batch_size} is larger than the {num_examples} training examples")
+  return per_epoch
 
 
 @flax.struct.dataclass
@@ -140,11 +142,10 @@ class IndexBatches:
   batch_size: int
 
   def __post_init__(self):
-    if self.num_examples // self.batch_size < 1:
-      raise VQDefenseError(f"batch size {self.batch_size} is larger than the {self.num_examples} training examples")
+    steps_per_epoch(self.num_examples, self.batch_size)
 
   def __call__(self, step: int) -> np.ndarray:
-    epoch, i = divmod(step, self.num_examples // self.batch_size)
+    epoch, i = divmod(step, steps_per_epoch(self.num_examples, self.batch_size))
     return _epoch_permutation(self.seed, self.num_examples, epoch)[i * self.batch_size:(i + 1) * self.batch_size]
 
 

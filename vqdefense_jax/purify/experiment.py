@@ -270,7 +270,7 @@ def load_trained(exp: Experiment, workdir: str, n_train: int) -> tuple[Any, dict
   cls_params = _load(classifier_run(exp, n_train), workdir).params
   stacks = {}
   for kind in exp.vq.kinds:
-    states = [ts for run in vqvae_runs(exp, kind, n_train) for ts in [_load(run, workdir)]]
+    states = [_load(run, workdir) for run in vqvae_runs(exp, kind, n_train)]
     ts = states[0] if exp.loop.sweep else parallel.stack(states)
     stacks[kind] = {"params": ts.params, "codebook": ts.state}
   return cls_params, stacks

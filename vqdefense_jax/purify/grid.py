@@ -41,9 +41,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from vqdefense_jax.core import attacks
+from vqdefense_jax.core import classifier
 from vqdefense_jax.core import parallel
 from vqdefense_jax.core.attacks import AttackSpec
-from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
 from vqdefense_jax.purify.purifiers import Purifier, apply_all
@@ -72,7 +72,7 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   """
 
   def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed):
-    f = lambda x: Classifier().apply({"params": cls_params}, x)
+    f = classifier.logits_fn(cls_params)
     key = jax.random.key(seed)
     e, m, p, a = eps_E.shape[0], parallel.num_models(no_split_M), len(purifiers), len(attack_list)
 
