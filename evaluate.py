@@ -4,6 +4,7 @@
   python evaluate.py --grid --config configs/purify/paper.py
   python evaluate.py --config configs/purify/quick.py   # the same grid on finished checkpoints only
   python evaluate.py --plot-only --workdir DIR   # tables and figures again, from DIR/grid.json + grid.npz
+  python evaluate.py --grid --retrain ...       # replace checkpoints in the workdir that another config made
 
 Writes grid.json, grid.npz, the tables (csv, md) and the figures (png) to the workdir.
 """
@@ -14,7 +15,7 @@ import sys
 from vqdefense_jax.core import cli
 
 SWITCHES = {"grid": "train any missing or unfinished checkpoint first, then evaluate",
-            "plot-only": "only regenerate tables and figures from WORKDIR/grid.json and grid.npz"}
+            "plot-only": "only regenerate tables and figures from WORKDIR/grid.json and grid.npz", **cli.RETRAIN}
 
 
 def main(argv: list[str]) -> int:
@@ -22,18 +23,24 @@ def main(argv: list[str]) -> int:
 
   def go():
     args = cli.parse(argv, __doc__, SWITCHES, config_optional="--plot-only" in argv)
+    from vqdefense_jax.core import files
+    from vqdefense_jax.core.errors import VQDefenseError
     from vqdefense_jax.purify import report
     from vqdefense_jax.purify.results import GridResult
-    workdir = os.path.abspath(args.workdir)
+    if args.switches["retrain"] and not args.switches["grid"]:
+      raise VQDefenseError("--retrain trains: use it with --grid (or with train.py)")
     if args.switches["plot-only"]:
-      written = report.render(GridResult.load(workdir), workdir)
+      result = GridResult.load(os.path.abspath(args.workdir))  # the workdir exists if this returns
+      with files.locked(args.workdir) as workdir:
+        written = report.render(result, workdir)
       print(f"wrote {len(written)} files to {workdir}")
       return
     from vqdefense_jax.core import parallel
     from vqdefense_jax.purify import experiment
     exp = experiment.Experiment.from_config(args.config)
     parallel.initialize(exp.parallel.distributed)
-    result = experiment.evaluate(exp, workdir, train_missing=args.switches["grid"])
+    with files.locked(files.prepare_workdir(args.workdir), parallel.is_lead()) as workdir:
+      result = experiment.evaluate(exp, workdir, train_missing=args.switches["grid"], retrain=args.switches["retrain"])
     print(report.format_grid(result))
     print(f"\nwrote grid.json, grid.npz, tables (csv, md) and figures (png) to {workdir}")
 
@@ -41,4 +48,5 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
+  cli.exit_on_interrupt()
   sys.exit(main(sys.argv[1:]))

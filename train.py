@@ -1,6 +1,7 @@
 """Train the classifier and every VQ-VAE a config names (resumes from checkpoints).
 
   python train.py --config configs/purify/quick.py --workdir runs/quick
+  python train.py ... --retrain     # replace checkpoints in the workdir that another config made
 """
 
 import sys
@@ -12,16 +13,19 @@ def main(argv: list[str]) -> int:
   cli.setup_logging()
 
   def go():
-    args = cli.parse(argv, __doc__)
+    args = cli.parse(argv, __doc__, cli.RETRAIN)
+    from vqdefense_jax.core import files
     from vqdefense_jax.core import parallel
     from vqdefense_jax.purify import experiment
     exp = experiment.Experiment.from_config(args.config)
     parallel.initialize(exp.parallel.distributed)
-    experiment.train_all(exp, args.workdir)
-    print(f"trained; checkpoints and metrics.jsonl under {args.workdir}")
+    with files.locked(files.prepare_workdir(args.workdir), parallel.is_lead()) as workdir:
+      experiment.train_all(exp, workdir, retrain=args.switches["retrain"])
+    print(f"trained; checkpoints and metrics.jsonl under {workdir}")
 
   return cli.run(go)
 
 
 if __name__ == "__main__":
+  cli.exit_on_interrupt()
   sys.exit(main(sys.argv[1:]))

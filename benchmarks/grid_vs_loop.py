@@ -83,7 +83,7 @@ def main(argv):
   images, labels = ds.test_images, ds.test_labels
   sizes = list(exp.vq.codebook_sizes)
   if args.workdir:
-    cls, stacks = experiment.load_trained(exp, args.workdir, len(ds.train_images))
+    cls, stacks = experiment.load_trained(exp, args.workdir, ds)
   else:
     cls, stacks = random_weights(exp, sizes)
   stacks = {"no_split": stacks[exp.vq.kind(1)], "split": stacks[exp.vq.kind(exp.vq.split_k)]}

@@ -128,7 +128,7 @@ def _train(tmp_path_factory, data_dir: str, name: str) -> Trained:
   c = {"tiny": tiny, "tiny_beyond": tiny_beyond}[name](data_dir)
   exp = experiment.Experiment.from_config(c)
   ds = data_lib.load_dataset(exp.data)
-  cls, stacks = experiment.load_trained(exp, workdir, len(ds.train_images))
+  cls, stacks = experiment.load_trained(exp, workdir, ds)
   return Trained(config_file, c, exp, workdir, cls, stacks, ds)
 
 

@@ -47,7 +47,7 @@ def main(data_dir: str, workdir: str) -> None:
                    if np.issubdtype(np.asarray(a).dtype, np.floating))
 
   experiment.train_all(exp, os.path.join(workdir, "run"))
-  cls, stacks = experiment.load_trained(exp, os.path.join(workdir, "run"), n)
+  cls, stacks = experiment.load_trained(exp, os.path.join(workdir, "run"), ds)
   stacks = {"no_split": stacks[exp.vq.kind(1)], "split": stacks[exp.vq.kind(2)]}
   purifiers = grid.make_purifiers(exp.vq, exp.eval.purifiers)
   # A white-box PGD with a random start: its draws depend on image indices, not on how devices split chunks.

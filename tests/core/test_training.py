@@ -2,6 +2,7 @@
 
 import dataclasses
 import io
+import json
 import os
 
 import chex
@@ -13,7 +14,7 @@ import optax
 import pytest
 from PIL import Image
 
-from vqdefense_jax.core import checkpoints, classifier, training
+from vqdefense_jax.core import checkpoints, classifier, metrics, training
 from vqdefense_jax.core.errors import VQDefenseError
 
 # --- a small two-player adversarial game: generator vs discriminator, each with its own optimiser -----------
@@ -180,3 +181,66 @@ def test_schedule_and_loop_sections_are_checked_where_they_are_read():
     s.num_steps(4)
   with pytest.raises(VQDefenseError, match="checkpoint_every"):
     training.LoopSpec.from_config(ml_collections.ConfigDict(dict(checkpoint_every=0, log_every=1, sweep=True)))
+
+
+# --- a run that diverges, metrics after a resume, checkpoints bound to their record -------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Diverges:
+  """Loss 1.0 until step `at` (1-based), then NaN; with `state_only`, the params go NaN but the loss stays finite."""
+  at: int
+  state_only: bool = False
+
+  def __call__(self, ts: training.TrainState, batch):
+    bad = ts.step + 1 >= self.at
+    w = jnp.where(bad & self.state_only, jnp.nan, ts.params["w"] + 1.0)
+    loss = jnp.where(bad & (not self.state_only), jnp.nan, 1.0)
+    return ts.replace(step=ts.step + 1, params={"w": w}), dict(loss=loss)
+
+
+def _toy_fit(tmp_path, step, num_steps=20, **kw):
+  init = lambda: training.TrainState(jnp.zeros((), jnp.int32), {"w": jnp.zeros(3)}, (), {})
+  return training.fit(step, init, lambda i: i, num_steps=num_steps, ckpt_dir=str(tmp_path / "toy"), name="toy",
+                      checkpoint_every=4, **kw)
+
+
+def test_a_diverging_run_stops_at_its_first_non_finite_loss_and_keeps_the_last_good_checkpoint(tmp_path):
+  with pytest.raises(VQDefenseError, match=r"toy: training diverged: the loss is nan at step 6; stopped and the "
+                                           r"last good checkpoint \(step 4\) is kept"):
+    _toy_fit(tmp_path, Diverges(6), log_every=3)
+  assert checkpoints.latest_step(str(tmp_path / "toy")) == 4
+
+
+def test_a_non_finite_state_is_never_saved(tmp_path):
+  with pytest.raises(VQDefenseError, match=r"the model state is not finite at step 8.*checkpoint \(step 4\)"):
+    _toy_fit(tmp_path, Diverges(6, state_only=True), log_every=100)
+  assert checkpoints.latest_step(str(tmp_path / "toy")) == 4
+
+
+def test_metrics_hold_each_step_once_after_a_resume(tmp_path):
+  log = metrics.MetricsLog(str(tmp_path / "metrics.jsonl"))
+  _toy_fit(tmp_path, Diverges(10 ** 6), num_steps=10, log_every=1, metrics=log, stop_at=6)  # killed after 6
+  with open(log.path, "a") as f:
+    f.write('{"model": "toy", "st')  # and in the middle of writing a line
+  _toy_fit(tmp_path, Diverges(10 ** 6), num_steps=10, log_every=1, metrics=log)  # resumes from step 4
+  rows = [json.loads(line) for line in open(log.path)]
+  assert [r["step"] for r in rows] == list(range(1, 11))
+
+
+def test_a_longer_schedule_resumes_bit_identically_with_training_that_long_at_once(tmp_path):
+  once = _classifier_fit(tmp_path, "once", num_steps=10)
+  _classifier_fit(tmp_path, "extended", num_steps=6)
+  chex.assert_trees_all_equal(_classifier_fit(tmp_path, "extended", num_steps=10), once)
+
+
+def test_checkpoints_are_bound_to_their_record(tmp_path):
+  record = {"model": "toy", "opt": {"lr": 0.1}, "sizes": (4, 6)}
+  assert checkpoints.differences(str(tmp_path / "toy"), record) is None   # nothing there yet
+  _toy_fit(tmp_path, Diverges(10 ** 6), num_steps=4, log_every=2, record=record)
+  assert checkpoints.read_record(str(tmp_path / "toy")) == {"model": "toy", "opt": {"lr": 0.1}, "sizes": [4, 6]}
+  assert checkpoints.differences(str(tmp_path / "toy"), record) == []
+  other = {"model": "toy", "opt": {"lr": 0.2}, "sizes": (4, 6), "seed": 1}
+  assert checkpoints.differences(str(tmp_path / "toy"), other) == ["opt.lr: 0.1 -> 0.2", "seed: (absent) -> 1"]
+  with pytest.raises(VQDefenseError, match=r"were made by another config \(opt.lr: 0.1 -> 0.2; seed"):
+    _toy_fit(tmp_path, Diverges(10 ** 6), num_steps=8, log_every=2, record=other)
+  assert checkpoints.latest_step(str(tmp_path / "toy")) == 4  # untouched

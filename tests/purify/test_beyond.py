@@ -35,7 +35,7 @@ def test_every_kind_is_trained_as_one_sweep_checkpoint(trained_beyond):
       ["classifier"] + [f"vqvae_{k}_sweep_K4-6" for k in names])
   # k = 1 is the No-Split VQ-VAE and k = 2 the 4-Split one: nothing is trained twice.
   assert exp.vq.split_kind(1).name == "no_split" and exp.vq.split_kind(2).name == "split"
-  assert experiment.missing_checkpoints(exp, workdir, 240) == []
+  assert experiment.missing_checkpoints(exp, workdir, trained_beyond.ds) == []
   # The adversarial kinds learned something else than the clean ones from the same initial weights.
   diff = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), stacks[exp.vq.kind(2)]["params"],
                       stacks[exp.vq.kind(2, "adversarial")]["params"])

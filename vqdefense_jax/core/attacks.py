@@ -177,7 +177,8 @@ class AttackSpec:
       raise VQDefenseError(f"attack.epsilons must be a non-empty list of values in [0, 1], got {eps}")
     if not names or any(n not in ATTACKS for n in names) or len(set(names)) != len(names):
       raise VQDefenseError(f"attack.names must be distinct names from {', '.join(ATTACKS)}, got {names}")
-    if section.pgd_steps < 1 or section.pgd_step_size <= 0:
-      raise VQDefenseError("attack.pgd_steps must be >= 1 and attack.pgd_step_size > 0")
+    if not 1 <= section.pgd_steps <= 10_000 or not 0 < section.pgd_step_size <= 1:
+      raise VQDefenseError(f"attack.pgd_steps must be in 1..10000 and attack.pgd_step_size in (0, 1], got "
+                           f"{section.pgd_steps} and {section.pgd_step_size}")
     attacks = tuple(Attack(n, section.pgd_steps, section.pgd_step_size, section.pgd_random_start) for n in names)
     return cls(attacks, tuple(float(e) for e in eps))

@@ -1,11 +1,36 @@
-"""Orbax checkpoints of a train state: a missing, corrupt or mismatched one is a one-line `VQDefenseError`."""
+"""Orbax checkpoints of a train state, each bound to a record of what made it.
 
+Every checkpoint directory holds `record.json`: the description of the model it holds (its config
+section, the training data's digest, the seed, the code version). A run that asks for a directory whose
+record differs gets a one-line error naming the differing fields instead of the old model. A missing,
+corrupt or mismatched checkpoint is a `VQDefenseError` too.
+"""
+
+import contextlib
+import json
+import logging
 import os
-from typing import Any
+from typing import Any, Iterator
 
 import orbax.checkpoint as ocp
 
+from vqdefense_jax.core import files
 from vqdefense_jax.core.errors import VQDefenseError
+
+RECORD = "record.json"
+RETRAIN_HINT = "use another --workdir, or add --retrain to delete these checkpoints and train them again"
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+  """Orbax logs a failed read at ERROR level before raising; the raised error is reported instead."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.CRITICAL)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
 
 
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -17,29 +42,32 @@ def latest_step(directory: str) -> int | None:
   """The newest saved step in `directory`, None when there is none."""
   if not os.path.isdir(directory):
     return None
-  mngr = manager(directory)
-  try:
-    return mngr.latest_step()
-  finally:
-    mngr.close()
+  with quiet():
+    mngr = manager(directory)
+    try:
+      return mngr.latest_step()
+    finally:
+      mngr.close()
 
 
 def restore(directory: str, abstract_state: Any, step: int | None = None) -> Any:
   """The state saved at `step` (default: the newest) in the structure of `abstract_state`."""
   if not os.path.isdir(directory):
     raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
-  mngr = manager(directory)
-  try:
-    return restore_with(mngr, directory, abstract_state, mngr.latest_step() if step is None else step)
-  finally:
-    mngr.close()
+  with quiet():
+    mngr = manager(directory)
+    try:
+      return restore_with(mngr, directory, abstract_state, mngr.latest_step() if step is None else step)
+    finally:
+      mngr.close()
 
 
 def restore_with(mngr: ocp.CheckpointManager, directory: str, abstract_state: Any, step: int | None) -> Any:
   if step is None:
     raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
   try:
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    with quiet():
+      return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
   except Exception as e:  # orbax raises many types for unreadable or mismatched files.
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise VQDefenseError(f"checkpoint {directory} (step {step}) is corrupt or does not match the config: "
@@ -48,3 +76,61 @@ def restore_with(mngr: ocp.CheckpointManager, directory: str, abstract_state: An
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
   mngr.save(step, args=ocp.args.StandardSave(state))
+
+
+# --- records ----------------------------------------------------------------------------------------------
+
+def normalized(record: dict[str, Any]) -> dict[str, Any]:
+  """The record as JSON will give it back (tuples become lists), so stored and asked-for records compare."""
+  return json.loads(json.dumps(record))
+
+
+def read_record(directory: str) -> dict[str, Any] | None:
+  path = os.path.join(directory, RECORD)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise VQDefenseError(f"{path} is unreadable ({type(e).__name__}); {RETRAIN_HINT}") from e
+
+
+def differences(directory: str, record: dict[str, Any]) -> list[str] | None:
+  """How the record of the checkpoints in `directory` differs from `record`: one 'field: old -> new' per
+  differing field ([] when equal). None when `directory` holds no checkpoint (nothing to differ from)."""
+  if latest_step(directory) is None:
+    return None
+  stored = read_record(directory)
+  if stored is None:
+    return [f"{RECORD} missing (made by a version before checkpoints carried their config)"]
+  old, new = _flatten(stored), _flatten(normalized(record))
+  return [f"{k}: {old.get(k, '(absent)')} -> {new.get(k, '(absent)')}"
+          for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)]
+
+
+def check(directory: str, record: dict[str, Any]) -> None:
+  """A `VQDefenseError` naming the differing fields unless `directory`'s checkpoints were made from `record`."""
+  diff = differences(directory, record)
+  if diff:
+    raise mismatch(directory, diff)
+
+
+def mismatch(directory: str, diff: list[str]) -> VQDefenseError:
+  shown = "; ".join(diff[:5]) + (f"; and {len(diff) - 5} more" if len(diff) > 5 else "")
+  return VQDefenseError(f"the checkpoints in {directory} were made by another config ({shown}); {RETRAIN_HINT}")
+
+
+def write_record(directory: str, record: dict[str, Any]) -> None:
+  os.makedirs(directory, exist_ok=True)
+  files.write_json_atomic(os.path.join(directory, RECORD), normalized(record))
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[prefix + k] = v
+  return out

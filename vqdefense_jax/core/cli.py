@@ -7,7 +7,9 @@ A `VQDefenseError` becomes `error: <message>` on stderr and exit status 2.
 import dataclasses
 import logging
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 import ml_collections
@@ -16,6 +18,7 @@ from absl import flags
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core.errors import VQDefenseError
 
+INTERRUPTED = "interrupted: re-run the same command to continue (training resumes from its last checkpoint)"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_CONFIG = os.path.join(ROOT, "configs", "purify", "quick.py")
 
@@ -25,6 +28,9 @@ class Args:
   config: ml_collections.ConfigDict | None  # None with `config_optional` when no --config was given
   workdir: str
   switches: dict[str, bool]
+
+
+RETRAIN = {"retrain": "delete the checkpoints in the workdir that another config made, and train them again"}
 
 
 def parse(argv: list[str], description: str, switches: dict[str, str] | None = None,
@@ -62,13 +68,44 @@ def setup_logging() -> None:
 
 
 def run(main: Callable[[], None]) -> int:
+  """0 on success; 2 with one `error:` line for a problem the user can fix; 130 on Ctrl-C."""
   try:
     main()
   except VQDefenseError as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    return 2
-  except KeyboardInterrupt:
-    print("interrupted: re-run the same command to continue (training resumes from its last checkpoint)",
-          file=sys.stderr)
+    return _error(str(e))
+  except OSError as e:  # a full disk, a read-only or vanished directory: the machine's problem, not a bug
+    where = f" {e.filename}" if e.filename else ""
+    return _error(f"cannot read or write{where}: {e.strerror or e}")
+  except MemoryError:
+    return _error("out of memory; lower the batch sizes or data.image_size, or use data.train_subset")
+  except KeyboardInterrupt:  # in-process callers; the commands use `exit_on_interrupt`
+    print(INTERRUPTED, file=sys.stderr)
     return 130
+  except Exception as e:
+    if "RESOURCE_EXHAUSTED" not in str(e):  # anything else is a bug: its traceback belongs in a bug report
+      raise
+    return _error("out of accelerator memory (RESOURCE_EXHAUSTED); lower the batch sizes, grid.chunk_size or "
+                  "the codebook sizes")
   return 0
+
+
+def _error(message: str) -> int:
+  print(f"error: {' '.join(message.split())}", file=sys.stderr)
+  return 2
+
+
+def exit_on_interrupt() -> None:
+  """Make Ctrl-C end the process at once with its message and status 130, whatever the main thread is doing.
+
+  A KeyboardInterrupt raised inside JAX or orbax (waiting on the device, writing a checkpoint) can leave
+  them hung or crash the interpreter's teardown. So SIGINT is blocked in every thread and one thread waits
+  for it, prints the message and exits without teardown. Nothing is lost: checkpoints are written
+  atomically, and a metrics line cut in half is dropped on resume. Call it first, before JAX starts threads.
+  """
+  signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+  def wait() -> None:
+    signal.sigwait({signal.SIGINT})
+    print(f"\n{INTERRUPTED}", file=sys.stderr, flush=True)
+    os._exit(130)
+  threading.Thread(target=wait, name="ctrl-c", daemon=True).start()

@@ -87,6 +87,62 @@ def _one_line(e: Exception, argv: list[str]) -> str:
   return text.replace("Unknown command line flag 'config.", "unknown config key '")
 
 
+def check_types(config: ml_collections.ConfigDict, schema: ml_collections.ConfigDict, prefix: str = "") -> None:
+  """Every field of `config` has the type of the same field in `schema` (the defaults of its experiment).
+
+  An int field takes integers only (not 2.5, not True), a float field finite numbers, a bool field
+  true/false, a string field text, a list field a list of its default's element type. Ranges are
+  checked by each section's constructor; this runs first, so those constructors can trust the types.
+  """
+  for key, default in schema.items():
+    name = prefix + key
+    if key not in config:
+      raise VQDefenseError(f"the config has no field {name}; start the config file from the experiment's base_config()")
+    value = config[key]
+    if isinstance(default, ml_collections.ConfigDict):
+      if not isinstance(value, ml_collections.ConfigDict):
+        raise VQDefenseError(f"{name} must be a config section, got {value!r}")
+      check_types(value, default, name + ".")
+    elif isinstance(default, (tuple, list)):
+      kind = _kind(default[0]) if default else None
+      if not isinstance(value, (tuple, list)) or (kind and not all(_is(v, kind) for v in value)):
+        raise VQDefenseError(f"{name} must be a list of {_PLURAL[kind or 'scalar']}, got {value!r}")
+    elif not _is(value, _kind(default)):
+      raise VQDefenseError(f"{name} must be {_DESCRIBE[_kind(default)]}, got {value!r}")
+
+
+_DESCRIBE = {"bool": "true or false", "int": "an integer", "float": "a finite number", "str": "text",
+             "scalar": "number or text"}
+_PLURAL = {"bool": "true/false values", "int": "integers", "float": "finite numbers", "str": "names",
+           "scalar": "numbers or names"}
+
+
+def _kind(default) -> str:
+  return next(k for k, t in (("bool", bool), ("int", int), ("float", float), ("str", str), ("scalar", object))
+              if isinstance(default, t))
+
+
+def _is(value, kind: str) -> bool:
+  """Whether `value` is a valid `kind` value (bounded integers, finite floats, no booleans as numbers)."""
+  if kind == "bool":
+    return isinstance(value, bool)
+  if isinstance(value, bool):
+    return kind == "scalar"
+  if kind == "int":
+    return isinstance(value, int) and abs(value) < 2 ** 62
+  if kind == "float":
+    return isinstance(value, (int, float)) and abs(value) < 1e300  # False for nan and inf
+  if kind == "str":
+    return isinstance(value, str)
+  return isinstance(value, (int, float, str))
+
+
+def require(ok: bool, message: str) -> None:
+  """A section constructor's range check: `message` as a `VQDefenseError` unless `ok`."""
+  if not ok:
+    raise VQDefenseError(message)
+
+
 # The sections every system shares; each is checked by the constructor that reads it (named in its comment).
 PAPER_EPSILONS = tuple(round(0.02 * i, 2) for i in range(16))  # 0 … 0.30 (the paper labels them ×10)
 

@@ -44,6 +44,7 @@ class Dataset:
   train_labels: np.ndarray  # (N,) int32
   test_images: np.ndarray  # (M, S, S, 1) float32 in [0, 1]
   test_labels: np.ndarray  # (M,) int32
+  train_sha256: str  # of the training subset's uint8 pixels and labels: what a trained model was trained on
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -214,6 +215,8 @@ def _take(x: np.ndarray, y: np.ndarray, n: int,
 
 
 SOURCES = ("offline", "tfds")
+NUM_CLASSES = 10
+MAX_IMAGE_SIZE = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,6 +238,8 @@ class DataSpec:
     for key in ("train_subset", "test_subset"):
       if getattr(spec, key) < 0:
         raise VQDefenseError(f"data.{key} must be >= 0")
+    if not 8 <= spec.image_size <= MAX_IMAGE_SIZE:
+      raise VQDefenseError(f"data.image_size must be in 8..{MAX_IMAGE_SIZE} (the paper uses 24), got {spec.image_size}")
     return spec
 
 
@@ -256,13 +261,39 @@ def load_dataset(spec: DataSpec) -> Dataset:
   else:
     raise VQDefenseError(f"unknown data.source={spec.source!r}; use 'offline' or "
                          "'tfds'.")
-  splits = {}
+  cut = {}
   for split in ("train", "test"):
     x, y = _take(arrays[f"{split}_images"], arrays[f"{split}_labels"],
                  getattr(spec, f"{split}_subset"), f"{split}_subset")
+    if len(x) == 0:
+      raise VQDefenseError(f"the {split} split of the {spec.source} data is empty")
+    if y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= NUM_CLASSES:
+      raise VQDefenseError(f"{split} labels of the {spec.source} data must be integers in 0..{NUM_CLASSES - 1}, "
+                           f"found {y.dtype} values in {y.min()}..{y.max()}; the data is corrupt: delete it and "
+                           f"{FETCH_HINT}")
+    cut[split] = (x, y)
+  _check_memory(sum(len(x) for x, _ in cut.values()), spec.image_size)
+  splits = {}
+  for split, (x, y) in cut.items():
     splits[f"{split}_images"] = preprocess(x, spec.image_size)
     splits[f"{split}_labels"] = np.asarray(y, dtype=np.int32)
-  return Dataset(**splits)
+  x, y = cut["train"]
+  digest = hashlib.sha256(np.ascontiguousarray(x, np.uint8).tobytes())
+  digest.update(np.asarray(y, np.int64).tobytes())
+  return Dataset(**splits, train_sha256=digest.hexdigest())
+
+
+def _check_memory(num_images: int, image_size: int) -> None:
+  """The float32 images must fit in half this machine's memory (checked before allocating them)."""
+  need = num_images * image_size ** 2 * 4
+  try:
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  except (ValueError, OSError, AttributeError):  # not on every platform
+    return
+  if need > have // 2:
+    raise VQDefenseError(f"{num_images} images of {image_size}x{image_size} need {need / 2**30:.1f} GiB as float32, "
+                         f"more than half of this machine's {have / 2**30:.1f} GiB; lower data.image_size or use "
+                         "data.train_subset / data.test_subset")
 
 
 def main(argv: list[str] | None = None) -> int:

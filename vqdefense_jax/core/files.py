@@ -1,6 +1,7 @@
 """Files a run writes: the workdir, atomic JSON, and sets of outputs that appear all at once or not at all."""
 
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -19,6 +20,31 @@ def prepare_workdir(workdir: str) -> str:
   except OSError as e:
     raise VQDefenseError(f"workdir {workdir} is not writable: {e.strerror or e}") from e
   return workdir
+
+
+@contextlib.contextmanager
+def locked(workdir: str, lead: bool = True) -> Iterator[str]:
+  """Hold an exclusive lock on the (existing) workdir while a run writes to it; yields its absolute path.
+
+  A second train.py or evaluate.py on the same workdir gets a one-line error instead of interleaving its
+  files with the first's. The lock is the directory's own `flock` (no lock file to leave behind); the
+  operating system drops it when the process ends, however it ends. Only the `lead` process of a
+  multi-process run takes it.
+  """
+  workdir = os.path.abspath(workdir)
+  if not lead:
+    yield workdir
+    return
+  fd = os.open(workdir, os.O_RDONLY)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as e:
+      raise VQDefenseError(f"workdir {workdir} is in use by another train.py or evaluate.py; wait for it to "
+                           "finish or use another --workdir") from e
+    yield workdir
+  finally:
+    os.close(fd)  # releases the lock
 
 
 def write_json_atomic(path: str, obj: Any) -> None:

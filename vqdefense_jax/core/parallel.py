@@ -111,6 +111,11 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return put(tree, NamedSharding(mesh, P()))
 
 
+def is_lead() -> bool:
+  """Whether this process writes the run's files (on several hosts, one does)."""
+  return jax.process_index() == 0
+
+
 def initialize(distributed: bool) -> None:
   """Join a multi-host run (TPU pod, GPU cluster) before any other JAX call; see README.md.
 

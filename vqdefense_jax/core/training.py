@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from vqdefense_jax.core import checkpoints
 from vqdefense_jax.core import parallel
+from vqdefense_jax.core.config import require
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.core.metrics import MetricsLog, per_model
 
@@ -40,6 +41,8 @@ log = logging.getLogger(__name__)
 StepFn = Callable[..., tuple[Any, dict[str, jax.Array]]]
 LossFn = Callable[..., tuple[jax.Array, tuple[Any, dict[str, jax.Array]]]]
 OPTIMIZERS = ("adam", "adadelta")
+MAX_STEPS = 10 ** 9      # the step counter is int32
+MAX_BATCH = 2 ** 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +80,18 @@ class Schedule:
   def from_config(cls, section, name: str) -> "Schedule":
     s = cls(section.optimizer, section.learning_rate, section.lr_decay_per_epoch, section.batch_size,
             section.epochs, section.steps)
-    if s.optimizer not in OPTIMIZERS:
-      raise VQDefenseError(f"{name}.optimizer must be one of {', '.join(OPTIMIZERS)}, not {s.optimizer!r}")
-    if s.batch_size < 1 or s.epochs < 0 or s.steps < 0 or (s.epochs == 0 and s.steps == 0):
-      raise VQDefenseError(f"{name}: batch_size must be >= 1 and epochs or steps > 0")
+    require(s.optimizer in OPTIMIZERS, f"{name}.optimizer must be one of {', '.join(OPTIMIZERS)}, not {s.optimizer!r}")
+    require(s.learning_rate > 0, f"{name}.learning_rate must be > 0, got {s.learning_rate}")
+    require(0 < s.lr_decay_per_epoch <= 1, f"{name}.lr_decay_per_epoch must be in (0, 1], got {s.lr_decay_per_epoch}")
+    require(1 <= s.batch_size <= MAX_BATCH, f"{name}.batch_size must be in 1..{MAX_BATCH}, got {s.batch_size}")
+    require(0 <= s.epochs <= MAX_STEPS and 0 <= s.steps <= MAX_STEPS and (s.epochs or s.steps),
+            f"{name}: epochs or steps must be > 0 (and at most {MAX_STEPS:,}), got epochs={s.epochs}, steps={s.steps}")
     return s
 
   def num_steps(self, num_examples: int) -> int:
-    return self.steps or self.epochs * steps_per_epoch(num_examples, self.batch_size)
+    n = self.steps or self.epochs * steps_per_epoch(num_examples, self.batch_size)
+    require(n <= MAX_STEPS, f"{self.epochs} epochs of {num_examples} examples are {n:,} steps, more than {MAX_STEPS:,}")
+    return n
 
   def optimizer_spec(self, num_examples: int) -> OptimizerSpec:
     return OptimizerSpec(self.optimizer, self.learning_rate, self.lr_decay_per_epoch,
@@ -211,46 +218,91 @@ def sweep_step(step: StepFn, model_axis: str, mesh: Mesh, num_consts: int):
 
 def fit(step: StepFn, init: Callable[[], Any], batches: Callable[[int], Any], *, num_steps: int, ckpt_dir: str,
         name: str, consts: tuple = (), metrics: MetricsLog | None = None, checkpoint_every: int = 500,
-        log_every: int = 50, stop_at: int | None = None, sweep: Sweep | None = None) -> Any:
+        log_every: int = 50, stop_at: int | None = None, sweep: Sweep | None = None,
+        record: dict[str, Any] | None = None) -> Any:
   """Train from `init()` (or from the newest checkpoint in `ckpt_dir`) until `num_steps`; returns the state.
 
   With `sweep`, `init()` returns the stacked states of the runs. `stop_at` ends the run early, as an
-  interruption would (the resume tests use it).
+  interruption would (the resume tests use it). `record` describes what the checkpoints hold: it is
+  written with the first one, and resuming from checkpoints with another record is an error.
+  A non-finite loss or state stops training with an error before it is logged or saved, so the last
+  checkpoint stays the last good one. Metrics rows a killed run logged after its last checkpoint are
+  dropped on resume, so `metrics.jsonl` holds each step once.
   """
   if sweep is None:
     place, run_step = (lambda s: s), functools.partial(compiled_step, step)
-    names = [name]
+    names, mesh = [name], None
   else:
     mesh = sweep.resolved_mesh()
     place, run_step = (lambda s: parallel.shard_models(s, mesh)), sweep_step(step, sweep.model_axis, mesh, len(consts))
     consts = parallel.replicate(consts, mesh)  # on every device of the mesh once, not copied there every step
     names = list(sweep.names)
-  mngr = checkpoints.manager(ckpt_dir)
-  try:
-    state = _start(mngr, ckpt_dir, init, place, num_steps, name, None if sweep is None else mesh)
-    start = int(np.asarray(state.step).reshape(-1)[0])
-    end = num_steps if stop_at is None else min(stop_at, num_steps)
-    bar = tqdm(range(start, end), initial=start, total=num_steps, desc=name, unit="step", disable=start >= end,
-               dynamic_ncols=True)
-    for i in bar:
-      state, step_metrics = run_step(state, batches(i), *consts)
-      done = i + 1
-      if done % log_every == 0 or done == num_steps:
-        rows = per_model(jax.device_get(step_metrics), names)
-        bar.set_postfix(loss=" ".join(f"{row['loss']:.4f}" for _, row in rows))
-        if metrics is not None:
-          metrics.write([{"model": model, "step": done, **row} for model, row in rows])
-      if done % checkpoint_every == 0 or done == num_steps:
-        checkpoints.save(mngr, done, state)
-    mngr.wait_until_finished()
-  finally:
-    mngr.close()
+  with checkpoints.quiet():  # orbax's failures surface as exceptions (reported once); its log lines are noise
+    mngr = checkpoints.manager(ckpt_dir)
+    try:
+      state = _start(mngr, ckpt_dir, init, place, num_steps, name, mesh, record)
+      start = int(np.asarray(state.step).reshape(-1)[0])
+      if metrics is not None:
+        metrics.rewrite(lambda row: not (row.get("model") in names and row.get("step", -1) > start))
+      end = num_steps if stop_at is None else min(stop_at, num_steps)
+      bar = tqdm(range(start, end), initial=start, total=num_steps, desc=name, unit="step", disable=start >= end,
+                 dynamic_ncols=True)
+      losses = []  # since the last check, still on the device (fetched together, not once per step)
+      for i in bar:
+        state, step_metrics = run_step(state, batches(i), *consts)
+        losses.append(step_metrics["loss"])
+        done = i + 1
+        save_now = done % checkpoint_every == 0 or done == num_steps
+        if save_now or done % log_every == 0:
+          _check_finite(losses, done, names, mngr, state if save_now else None)
+          losses = []
+        if done % log_every == 0 or done == num_steps:
+          rows = per_model(jax.device_get(step_metrics), names)
+          bar.set_postfix(loss=" ".join(f"{row['loss']:.4f}" for _, row in rows))
+          if metrics is not None:
+            metrics.write([{"model": model, "step": done, **row} for model, row in rows])
+        if save_now:
+          checkpoints.save(mngr, done, state)
+      mngr.wait_until_finished()
+    finally:
+      mngr.close()
   return state
 
 
-def _start(mngr, ckpt_dir: str, init, place, num_steps: int, name: str, mesh: Mesh | None):
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+def _check_finite(losses: list, done: int, names: list[str], mngr, state=None) -> None:
+  """Stop on the first non-finite loss of the last `len(losses)` steps (or a non-finite `state`)."""
+  loss_SM = np.asarray(jax.device_get(losses), np.float64).reshape(len(losses), -1)
+  bad = ~np.isfinite(loss_SM)
+  if bad.any():
+    row = int(np.argmax(bad.any(axis=1)))
+    which, at = [n for n, b in zip(names, bad[row]) if b], f"the loss is {loss_SM[row][bad[row]][0]}"
+    step = done - len(losses) + row + 1
+  elif state is not None and not bool(_all_finite(state)):
+    which, at, step = names, "the model state is not finite", done
+  else:
+    return
+  mngr.wait_until_finished()
+  last = mngr.latest_step()
+  kept = "before its first checkpoint" if last is None else f"and the last good checkpoint (step {last}) is kept"
+  raise VQDefenseError(f"{', '.join(which)}: training diverged: {at} at step {step}; stopped {kept}; lower the "
+                       "learning rate or check the data")
+
+
+def _start(mngr, ckpt_dir: str, init, place, num_steps: int, name: str, mesh: Mesh | None,
+           record: dict[str, Any] | None):
   """The initial state, or the newest checkpoint's (placed like the initial state would be)."""
   latest = mngr.latest_step()
+  if record is not None:
+    if latest is None:
+      checkpoints.write_record(ckpt_dir, record)
+    else:
+      checkpoints.check(ckpt_dir, record)
   if latest is None:
     return place(init())
   if latest > num_steps:

@@ -4,9 +4,11 @@
 (which checks it), before anything is written; below it, functions take the pieces they use.
 
 Workdir layout:
-  config.json                     the resolved config
+  config.json                     the resolved config of the last accepted training run
   metrics.jsonl                   training metrics, one JSON object per line
-  checkpoints/classifier/         orbax CheckpointManager directories
+  checkpoints/classifier/         orbax CheckpointManager directories, each with record.json: what the model
+                                  was made from (`classifier_record`, `vqvae_record`); another config's run
+                                  that asks for the same directory is an error
   checkpoints/vqvae_<kind>_sweep_K<sizes>/   every codebook size of a kind as one stack (train.sweep)
   checkpoints/vqvae_<kind>_K<size>/          one per size (train.sweep = False)
   grid.json, grid.npz, tables, figures       `evaluate` (purify/results.py, purify/report.py)
@@ -16,6 +18,7 @@ import dataclasses
 import functools
 import logging
 import os
+import shutil
 import time
 import zlib
 from typing import Any, Callable
@@ -27,6 +30,7 @@ import numpy as np
 from vqdefense_jax.core import attacks
 from vqdefense_jax.core import checkpoints
 from vqdefense_jax.core import classifier
+from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
 from vqdefense_jax.core import files
 from vqdefense_jax.core import parallel
@@ -37,6 +41,7 @@ from vqdefense_jax.core.metrics import MetricsLog
 from vqdefense_jax.purify import grid as grid_lib
 from vqdefense_jax.purify import quantizer
 from vqdefense_jax.purify import report
+from vqdefense_jax.purify.config import base_config
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
 from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier, apply_all
 from vqdefense_jax.purify.results import Figure, GridResult
@@ -63,8 +68,8 @@ class EvalSpec:
     for e in spec.figure_epsilons:
       if not isinstance(e, (int, float)) or not 0.0 <= float(e) <= 1.0:
         raise VQDefenseError(f"eval.figure_epsilons must lie in [0, 1], got {e}")
-    if spec.figure_examples < 0:
-      raise VQDefenseError("eval.figure_examples must be >= 0")
+    if not 0 <= spec.figure_examples <= 100:
+      raise VQDefenseError(f"eval.figure_examples must be in 0..100, got {spec.figure_examples}")
     return spec
 
 
@@ -85,6 +90,9 @@ class Experiment:
 
   @classmethod
   def from_config(cls, c) -> "Experiment":
+    config_lib.check_types(c, base_config())
+    if not 0 <= c.seed < 2 ** 32:
+      raise VQDefenseError(f"seed must be in 0..{2 ** 32 - 1}, got {c.seed}")
     data = data_lib.DataSpec.from_config(c.data)
     attack = attacks.AttackSpec.from_config(c.attack)
     return cls(seed=c.seed, data=data, classifier=training.Schedule.from_config(c.classifier, "classifier"),
@@ -131,8 +139,12 @@ class Run:
   init: Callable[[], Any]                    # the initial state (stacked for a sweep)
   num_steps: int
   batch_size: int
+  record: dict[str, Any]                     # what defines the model: stored with its checkpoints
   sweep: training.Sweep | None = None
   needs_classifier: bool = False             # `extra` = the trained classifier (adversarial VQ-VAE training)
+
+  def directory(self, workdir: str) -> str:
+    return os.path.join(os.path.abspath(workdir), "checkpoints", self.name)
 
   @property
   def model_names(self) -> tuple[str, ...]:
@@ -143,11 +155,44 @@ def stable_seed(seed: int, name: str) -> int:
   return int(np.uint32(seed) ^ np.uint32(zlib.crc32(name.encode())))
 
 
-def classifier_run(exp: Experiment, n_train: int) -> Run:
+# Bump when a code change alters what a checkpoint trained from the same config holds (the model's layers,
+# its initialisation, the batch order, the loss): older checkpoints then no longer match their record.
+CODE_VERSION = 1
+
+
+def _common_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
+  return dict(code_version=CODE_VERSION, seed=exp.seed,
+              data=dict(image_size=exp.data.image_size, train_examples=len(ds.train_images),
+                        train_sha256=ds.train_sha256))
+
+
+def _schedule_record(s: training.Schedule) -> dict[str, Any]:
+  """`epochs`/`steps` are left out: they say where training ends, not what each step does, so a longer
+  schedule resumes from a finished checkpoint (bit-identically with training that long at once)."""
+  return dict(optimizer=s.optimizer, learning_rate=s.learning_rate, lr_decay_per_epoch=s.lr_decay_per_epoch,
+              batch_size=s.batch_size)
+
+
+def classifier_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
+  return dict(model="classifier", **_common_record(exp, ds), classifier=_schedule_record(exp.classifier))
+
+
+def vqvae_record(exp: Experiment, ds: data_lib.Dataset, kind: VQKind, sizes) -> dict[str, Any]:
+  r = dict(model=f"vqvae_{kind.name}", **_common_record(exp, ds), tiles=kind.tiles, training=kind.training,
+           codebook_sizes=list(sizes),
+           vqvae=dict(dataclasses.asdict(exp.vq.model), **_schedule_record(exp.vqvae_schedule)))
+  if kind.adversarial:  # its inputs attack the classifier
+    r.update(adversarial_epsilons=list(exp.vq.adversarial_epsilons), classifier=classifier_record(exp, ds))
+  return r
+
+
+def classifier_run(exp: Experiment, ds: data_lib.Dataset) -> Run:
+  n_train = len(ds.train_images)
   seed = stable_seed(exp.seed, "classifier")
   step = training.SupervisedStep(classifier.ClassifierLoss(), exp.classifier.optimizer_spec(n_train), seed)
   init = lambda: step.init(classifier.init_params(seed, exp.data.image_size), {})
-  return Run("classifier", step, init, exp.classifier.num_steps(n_train), exp.classifier.batch_size)
+  return Run("classifier", step, init, exp.classifier.num_steps(n_train), exp.classifier.batch_size,
+             classifier_record(exp, ds))
 
 
 def checkpoint_name(kind: VQKind, size: int) -> str:
@@ -175,8 +220,9 @@ def vqvae_init(exp: Experiment, step: training.SupervisedStep, kind: VQKind, siz
   return init
 
 
-def vqvae_runs(exp: Experiment, kind: VQKind, n_train: int) -> list[Run]:
+def vqvae_runs(exp: Experiment, kind: VQKind, ds: data_lib.Dataset) -> list[Run]:
   """The runs of a kind: one sweep over every codebook size (train.sweep), or one run per size."""
+  n_train = len(ds.train_images)
   step = vqvae_step(exp, kind, n_train)
   sizes = exp.vq.codebook_sizes
   inits = [vqvae_init(exp, step, kind, s) for s in sizes]
@@ -184,51 +230,75 @@ def vqvae_runs(exp: Experiment, kind: VQKind, n_train: int) -> list[Run]:
                 needs_classifier=kind.adversarial)
   if exp.loop.sweep:
     sweep = training.Sweep(tuple(checkpoint_name(kind, s) for s in sizes), exp.parallel.train_model_axis)
-    return [Run(sweep_name(kind, sizes), step, lambda: parallel.stack([f() for f in inits]), sweep=sweep, **common)]
-  return [Run(checkpoint_name(kind, s), step, f, **common) for s, f in zip(sizes, inits)]
+    return [Run(sweep_name(kind, sizes), step, lambda: parallel.stack([f() for f in inits]),
+                record=vqvae_record(exp, ds, kind, sizes), sweep=sweep, **common)]
+  return [Run(checkpoint_name(kind, s), step, f, record=vqvae_record(exp, ds, kind, [s]), **common)
+          for s, f in zip(sizes, inits)]
+
+
+def all_runs(exp: Experiment, ds: data_lib.Dataset) -> list[Run]:
+  """Every run of the experiment in training order: the classifier, then each VQ-VAE kind."""
+  return [classifier_run(exp, ds)] + [r for kind in exp.vq.kinds for r in vqvae_runs(exp, kind, ds)]
 
 
 def _fit(run: Run, workdir: str, train_xy, extra, metrics: MetricsLog, exp: Experiment, stop_at: int | None):
   return training.fit(run.step, run.init, training.IndexBatches(run.step.seed, len(train_xy[0]), run.batch_size),
-                      num_steps=run.num_steps, ckpt_dir=os.path.join(workdir, "checkpoints", run.name),
-                      name=run.name, consts=(*train_xy, extra), metrics=metrics,
-                      checkpoint_every=exp.loop.checkpoint_every, log_every=exp.loop.log_every, stop_at=stop_at,
-                      sweep=run.sweep)
+                      num_steps=run.num_steps, ckpt_dir=run.directory(workdir), name=run.name,
+                      consts=(*train_xy, extra), metrics=metrics, checkpoint_every=exp.loop.checkpoint_every,
+                      log_every=exp.loop.log_every, stop_at=stop_at, sweep=run.sweep, record=run.record)
 
 
 def _unstack(run: Run, ts) -> list[training.TrainState]:
   return [ts] if run.sweep is None else [parallel.take(ts, i) for i in range(len(run.sweep.names))]
 
 
-def train_all(exp: Experiment, workdir: str, stop_at: int | None = None) -> dict[str, dict[str, float]]:
-  """Train (or resume, or skip when finished) every model of the experiment; returns test metrics."""
+def mismatched(runs: list[Run], workdir: str) -> dict[str, list[str]]:
+  """{directory: differing record fields} of the runs whose checkpoints were made by another config."""
+  return {d: diff for d, diff in ((r.directory(workdir), checkpoints.differences(r.directory(workdir), r.record))
+                                  for r in runs) if diff}
+
+
+def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,
+              ds: data_lib.Dataset | None = None) -> dict[str, dict[str, float]]:
+  """Train (or resume, or skip when finished) every model of the experiment; returns test metrics.
+
+  Every checkpoint already in the workdir must have been made from this config (its record); otherwise
+  this is an error before anything is written, or, with `retrain`, those checkpoints are deleted and
+  trained again. config.json is written once the run is accepted.
+  """
   workdir = files.prepare_workdir(workdir)
-  ds = data_lib.load_dataset(exp.data)
+  ds = ds or data_lib.load_dataset(exp.data)
+  runs = all_runs(exp, ds)
+  stale = mismatched(runs, workdir)
+  if stale and not retrain:
+    raise checkpoints.mismatch(*next(iter(stale.items())))
   lead = jax.process_index() == 0  # on several hosts, one process writes the files (orbax coordinates itself)
   if lead:
+    for directory, diff in stale.items():
+      log.warning("--retrain: deleting %s, made by another config (%s)", directory, "; ".join(diff[:3]))
+      shutil.rmtree(directory)
     files.write_json_atomic(os.path.join(workdir, "config.json"), exp.config)
   metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl") if lead else None)
-  n = len(ds.train_images)
   # On the device once for every model (fit would otherwise copy it per model).
   train_xy = (jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels))
   summary = {}
 
-  run = classifier_run(exp, n)
+  run = runs[0]
   cls_params = _fit(run, workdir, train_xy, None, metrics, exp, stop_at).params
   acc = classifier.accuracy(cls_params, ds.test_images, ds.test_labels)
   summary["classifier"] = {"test_accuracy": acc}
   log.info("classifier: clean test accuracy %.4f (%d test images)", acc, len(ds.test_images))
 
-  for kind in exp.vq.kinds:
-    for run in vqvae_runs(exp, kind, n):
-      extra = cls_params if run.needs_classifier else None  # the classifier its training inputs attack
-      states = _unstack(run, _fit(run, workdir, train_xy, extra, metrics, exp, stop_at))
-      for name, ts in zip(run.model_names, states):
-        m = vqvae_test_metrics(exp.vq.model, {"params": ts.params, "codebook": ts.state}, kind.tiles,
-                               ds.test_images)
-        summary[name] = m
-        log.info("%s: test recon MSE %.5f (clean input), perplexity %.1f, dead codes %.1f%%", name,
-                 m["recon_mse"], m["perplexity"], 100 * m["dead_code_share"])
+  for run in runs[1:]:
+    extra = cls_params if run.needs_classifier else None  # the classifier its training inputs attack
+    states = _unstack(run, _fit(run, workdir, train_xy, extra, metrics, exp, stop_at))
+    for name, ts in zip(run.model_names, states):
+      m = vqvae_test_metrics(exp.vq.model, {"params": ts.params, "codebook": ts.state}, run.record["tiles"],
+                             ds.test_images)
+      summary[name] = m
+      log.info("%s: test recon MSE %.5f (clean input), perplexity %.1f, dead codes %.1f%%", name,
+               m["recon_mse"], m["perplexity"], 100 * m["dead_code_share"])
+  metrics.rewrite(lambda row: not (row.get("subset") == "test" and row.get("model") in summary))  # a re-run's
   metrics.write([{"model": name, "subset": "test", **m} for name, m in summary.items()])
   return summary
 
@@ -252,8 +322,9 @@ def vqvae_test_metrics(model: VQVAE, variables, k: int, images: np.ndarray, batc
 
 
 def _load(run: Run, workdir: str) -> training.TrainState:
-  """A finished run's state from its checkpoint."""
-  ts = checkpoints.restore(os.path.join(workdir, "checkpoints", run.name), jax.eval_shape(run.init))
+  """A finished run's state from its checkpoint, which must have been made from the run's record."""
+  checkpoints.check(run.directory(workdir), run.record)
+  ts = checkpoints.restore(run.directory(workdir), jax.eval_shape(run.init))
   step = int(np.asarray(ts.step).reshape(-1)[0])
   if step != run.num_steps:
     raise VQDefenseError(f"{run.name}: checkpoint is at step {step} of {run.num_steps}; re-run train.py "
@@ -261,40 +332,42 @@ def _load(run: Run, workdir: str) -> training.TrainState:
   return ts
 
 
-def load_trained(exp: Experiment, workdir: str, n_train: int) -> tuple[Any, dict[VQKind, Any]]:
+def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> tuple[Any, dict[VQKind, Any]]:
   """Classifier params and {kind: stacked variables of every codebook size} from finished checkpoints.
 
-  `n_train` (the training-set size) fixes the step counts the checkpoints must have reached.
+  The training set `ds` fixes the step counts the checkpoints must have reached, and is part of their record.
   """
   workdir = os.path.abspath(workdir)
-  cls_params = _load(classifier_run(exp, n_train), workdir).params
+  cls_params = _load(classifier_run(exp, ds), workdir).params
   stacks = {}
   for kind in exp.vq.kinds:
-    states = [_load(run, workdir) for run in vqvae_runs(exp, kind, n_train)]
+    states = [_load(run, workdir) for run in vqvae_runs(exp, kind, ds)]
     ts = states[0] if exp.loop.sweep else parallel.stack(states)
     stacks[kind] = {"params": ts.params, "codebook": ts.state}
   return cls_params, stacks
 
 
-def missing_checkpoints(exp: Experiment, workdir: str, n_train: int) -> list[str]:
-  """Names of the checkpoints `load_trained` needs that are absent or unfinished."""
-  runs = [classifier_run(exp, n_train)] + [r for kind in exp.vq.kinds for r in vqvae_runs(exp, kind, n_train)]
+def missing_checkpoints(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> list[str]:
+  """Names of the checkpoints `load_trained` needs that are absent, unfinished or made by another config."""
+  runs = all_runs(exp, ds)
+  stale = mismatched(runs, workdir)
   return [r.name for r in runs
-          if checkpoints.latest_step(os.path.join(os.path.abspath(workdir), "checkpoints", r.name)) != r.num_steps]
+          if checkpoints.latest_step(r.directory(workdir)) != r.num_steps or r.directory(workdir) in stale]
 
 
 # --- evaluation -----------------------------------------------------------------------------------------
 
-def evaluate(exp: Experiment, workdir: str, train_missing: bool = True) -> GridResult:
-  """Train what is missing (with `train_missing`), run the grid, write grid.json/npz, tables and figures."""
+def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain: bool = False) -> GridResult:
+  """Train what is missing (with `train_missing`; `retrain` as in `train_all`), run the grid, write
+  grid.json/npz, tables and figures."""
   workdir = files.prepare_workdir(workdir)
   ds = data_lib.load_dataset(exp.data)
-  missing = missing_checkpoints(exp, workdir, len(ds.train_images))
+  missing = missing_checkpoints(exp, workdir, ds)
   if missing and train_missing:
-    log.warning("grid: checkpoints missing or unfinished in %s: %s; training them first", workdir,
-                ", ".join(missing))
-    train_all(exp, workdir)
-  cls_params, stacks = load_trained(exp, workdir, len(ds.train_images))  # before anything is written
+    log.warning("grid: checkpoints missing, unfinished or made by another config in %s: %s; training them first",
+                workdir, ", ".join(missing))
+    train_all(exp, workdir, retrain=retrain, ds=ds)
+  cls_params, stacks = load_trained(exp, workdir, ds)  # before anything is written
   images, labels = ds.test_images, ds.test_labels
   mesh = parallel.make_mesh(exp.parallel.model_devices)
   t0 = time.perf_counter()

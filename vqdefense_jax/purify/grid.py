@@ -158,8 +158,8 @@ class GridSpec:
   @classmethod
   def from_config(cls, section, epsilons) -> "GridSpec":
     spec = cls(section.chunk_size, section.pairing, float(section.best_eps_max))
-    if spec.chunk_size < 0:
-      raise VQDefenseError("grid.chunk_size must be >= 0 (0: the default for the backend)")
+    if not 0 <= spec.chunk_size <= 2 ** 16:
+      raise VQDefenseError(f"grid.chunk_size must be in 0..65536 (0: the default for the backend), got {spec.chunk_size}")
     if spec.pairing not in ("same", "best"):
       raise VQDefenseError(f"grid.pairing must be 'same' or 'best', not {spec.pairing!r}")
     if spec.best_eps_max < min(float(e) for e in epsilons):

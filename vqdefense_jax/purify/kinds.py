@@ -13,6 +13,7 @@ from vqdefense_jax.purify import quantizer
 from vqdefense_jax.purify.vqvae import VQVAE, latent_side, round_trips
 
 TRAINING = ("clean", "adversarial")
+MAX_CODEBOOK = 2 ** 16  # rows per codebook
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,15 +46,25 @@ class VQSpec:
 
   @classmethod
   def from_config(cls, v, image_size: int) -> "VQSpec":
-    sizes = tuple(v.codebook_sizes)
-    if not sizes or any(not isinstance(s, int) or isinstance(s, bool) for s in sizes):
-      raise VQDefenseError(f"vqvae.codebook_sizes must be a non-empty list of integers, got {sizes}")
-    k_max = v.k_max or max((s for s in sizes if isinstance(s, int)), default=1)
+    sizes = tuple(v.codebook_sizes)  # config.check_types made every field its schema's type
+    if not sizes:
+      raise VQDefenseError("vqvae.codebook_sizes must be a non-empty list of integers")
+    if not 0 <= v.k_max <= MAX_CODEBOOK or max(sizes) > MAX_CODEBOOK:
+      raise VQDefenseError(f"vqvae.k_max and vqvae.codebook_sizes must be at most {MAX_CODEBOOK}, got "
+                           f"{v.k_max} and {sizes}")
+    k_max = v.k_max or max(sizes)
     for s in sizes:
-      if not isinstance(s, int) or isinstance(s, bool) or s < 1 or s > k_max:
+      if not 1 <= s <= k_max:
         raise VQDefenseError(f"codebook size {s} is out of range: it must be an integer in 1..K_max={k_max}")
     if len(set(sizes)) != len(sizes):
       raise VQDefenseError(f"vqvae.codebook_sizes has duplicates: {sizes}")
+    for key, lo, hi in (("channels", 1, 1024), ("embedding_dim", 1, 4096)):
+      if not lo <= v[key] <= hi:
+        raise VQDefenseError(f"vqvae.{key} must be in {lo}..{hi}, got {v[key]}")
+    for key, ok, allowed in (("commitment_cost", v.commitment_cost >= 0, ">= 0"),
+                             ("decay", 0 <= v.decay < 1, "in [0, 1)"), ("epsilon", 0 < v.epsilon <= 1, "in (0, 1]")):
+      if not ok:
+        raise VQDefenseError(f"vqvae.{key} must be {allowed}, got {v[key]}")
     if v.layout not in quantizer.LAYOUTS:
       raise VQDefenseError(f"vqvae.layout must be one of {quantizer.LAYOUTS}, not {v.layout!r}")
     modes = tuple(v.training)

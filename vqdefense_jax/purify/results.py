@@ -142,13 +142,13 @@ class GridResult:
                run={k: v for k, v in doc.items() if k not in known}, config=doc.get("config", {}))
 
   def save(self, workdir: str) -> None:
-    """`grid.json` and `grid.npz`, each replaced atomically."""
+    """`grid.json` and `grid.npz`, replaced together: a failure (a full disk) leaves the previous pair."""
     os.makedirs(workdir, exist_ok=True)
-    files.write_json_atomic(os.path.join(workdir, "grid.json"), self.to_json())
-    tmp = os.path.join(workdir, ".partial-grid.npz")
-    with open(tmp, "wb") as f:  # a file object, so numpy does not append another ".npz"
-      np.savez(f, **self.arrays())
-    os.replace(tmp, os.path.join(workdir, "grid.npz"))
+    with files.staged(workdir) as target:
+      with open(target("grid.json"), "w") as f:
+        json.dump(self.to_json(), f, indent=2)
+      with open(target("grid.npz"), "wb") as f:  # a file object, so numpy does not append another ".npz"
+        np.savez(f, **self.arrays())
 
   @classmethod
   def load(cls, workdir: str) -> "GridResult":
