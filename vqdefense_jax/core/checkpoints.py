@@ -65,9 +65,8 @@ def restore(directory: str, abstract_state: Any, step: int | None = None) -> Any
 def restore_with(mngr: ocp.CheckpointManager, directory: str, abstract_state: Any, step: int | None) -> Any:
   if step is None:
     raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
-  try:
-    with quiet():
-      return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  try:  # callers (restore, training.fit) hold `quiet()`
+    return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
   except Exception as e:  # orbax raises many types for unreadable or mismatched files.
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise VQDefenseError(f"checkpoint {directory} (step {step}) is corrupt or does not match the config: "
@@ -99,8 +98,11 @@ def read_record(directory: str) -> dict[str, Any] | None:
 def differences(directory: str, record: dict[str, Any]) -> list[str] | None:
   """How the record of the checkpoints in `directory` differs from `record`: one 'field: old -> new' per
   differing field ([] when equal). None when `directory` holds no checkpoint (nothing to differ from)."""
-  if latest_step(directory) is None:
-    return None
+  return None if latest_step(directory) is None else record_diff(directory, record)
+
+
+def record_diff(directory: str, record: dict[str, Any]) -> list[str]:
+  """`differences` for a directory known to hold checkpoints."""
   stored = read_record(directory)
   if stored is None:
     return [f"{RECORD} missing (made by a version before checkpoints carried their config)"]

@@ -301,8 +301,8 @@ def _start(mngr, ckpt_dir: str, init, place, num_steps: int, name: str, mesh: Me
   if record is not None:
     if latest is None:
       checkpoints.write_record(ckpt_dir, record)
-    else:
-      checkpoints.check(ckpt_dir, record)
+    elif diff := checkpoints.record_diff(ckpt_dir, record):
+      raise checkpoints.mismatch(ckpt_dir, diff)
   if latest is None:
     return place(init())
   if latest > num_steps:

@@ -349,10 +349,9 @@ def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> tuple[A
 
 def missing_checkpoints(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> list[str]:
   """Names of the checkpoints `load_trained` needs that are absent, unfinished or made by another config."""
-  runs = all_runs(exp, ds)
-  stale = mismatched(runs, workdir)
-  return [r.name for r in runs
-          if checkpoints.latest_step(r.directory(workdir)) != r.num_steps or r.directory(workdir) in stale]
+  return [r.name for r in all_runs(exp, ds)
+          if checkpoints.latest_step(r.directory(workdir)) != r.num_steps  # else it holds checkpoints
+          or checkpoints.record_diff(r.directory(workdir), r.record)]
 
 
 # --- evaluation -----------------------------------------------------------------------------------------
