@@ -55,10 +55,13 @@ def main(data_dir: str, workdir: str) -> None:
   out = {}
   for model, batch in ((1, 1), (1, 4), (2, 2), (4, 1)):
     mesh = parallel.make_mesh(model, devices[:model * batch])
-    und, acc, timing = grid.run_counts(purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"],
-                                       ds.test_images, ds.test_labels, c.attack.epsilons, 16,
-                                       attack_list=attack_list, seed=3)
-    out[f"{model}x{batch}"] = dict(undefended=und.tolist(), accuracy=acc.tolist(), chunk=timing["chunk_size"])
+    und, acc, timing, (clean, pred_und, pred) = grid.run_counts(
+        purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"], ds.test_images, ds.test_labels,
+        c.attack.epsilons, 16, attack_list=attack_list, seed=3,
+        measure=grid.Measure(counting="clean_and_final", predictions=True))
+    out[f"{model}x{batch}"] = dict(undefended=und.tolist(), accuracy=acc.tolist(), chunk=timing["chunk_size"],
+                                   labels=ds.test_labels.tolist(), clean=clean.tolist(),
+                                   pred_undefended=pred_und.tolist(), predictions=pred.tolist())
   print(json.dumps(dict(device_count=jax.device_count(), train_max_abs_diff=train_diff, grid=out)))
 
 

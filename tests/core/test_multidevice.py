@@ -25,4 +25,11 @@ def test_four_devices_give_the_same_results_as_one(data_dir, tmp_path):
   for mesh, r in res["grid"].items():
     np.testing.assert_allclose(r["undefended"], one["undefended"], atol=1e-12, err_msg=mesh)
     np.testing.assert_allclose(r["accuracy"], one["accuracy"], atol=1e-12, err_msg=mesh)
+    for key in ("clean", "pred_undefended", "predictions"):  # per image, in test-set order, whatever the mesh
+      np.testing.assert_array_equal(r[key], one[key], err_msg=f"{mesh} {key}")
+    # The counts (the authors' rule here) are what the per-image predictions give.
+    y, ok = np.asarray(r["labels"]), np.asarray(r["clean"]) == np.asarray(r["labels"])
+    np.testing.assert_allclose(np.mean((np.asarray(r["predictions"]) == y) & ok, axis=-1), r["accuracy"], atol=1e-12)
+    np.testing.assert_allclose(np.mean((np.asarray(r["pred_undefended"]) == y) & ok, axis=-1), r["undefended"],
+                               atol=1e-12)
   assert res["grid"]["1x4"]["chunk"] == 16 and np.asarray(one["accuracy"]).shape == (4, 2, 4, 3)

@@ -105,6 +105,10 @@ VALUES = [  # (override, part of the message); each is tried with train.py, eval
     ("--config.eval.purifiers=none", "at least one purifier"),
     ("--config.eval.figure_examples=100000", "eval.figure_examples"),
     ("--config.train.log_every=0", "train.log_every"),
+    ("--config.classifier.input_std=0", "classifier.input_std must be in (0, 1000]"),
+    ("--config.eval.counting=majority", "eval.counting must be one of ('final', 'clean_and_final')"),
+    ("--config.weights.source=onnx", "weights.source must be one of ('train', 'torch')"),
+    ("--config.weights.source=torch", "weights.source='torch' needs weights.torch_dir"),
     ("--workdirr=x", "Unknown command line flag 'workdirr'"),
     ("positional", "unrecognized argument 'positional'"),
 ]
@@ -124,6 +128,7 @@ MADE_BY_ANOTHER_CONFIG = [  # (script, override, the differing field as the erro
     ("train", "--config.vqvae.layout=per_position", "vqvae.layout: nchw_chunks -> per_position"),
     ("train", "--config.data.train_subset=200", "data.train_examples: 240 -> 200"),
     ("train", "--config.classifier.learning_rate=0.5", "classifier.learning_rate: 1.0 -> 0.5"),
+    ("train", "--config.classifier.input_mean=0.0", "classifier.input_mean: 0.1307 -> 0.0"),
     ("grid", "--config.classifier.batch_size=8", "classifier.batch_size: 16 -> 8"),
     ("evaluate", "--config.seed=7", "seed: 0 -> 7"),
     ("evaluate", "--config.vqvae.channels=16", "vqvae.channels: 8 -> 16"),

@@ -65,16 +65,18 @@ def test_grid_equals_per_size_evaluation(trained):
 def test_grid_compiles_once_across_sizes_data_and_epsilons(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
   stacks, purifiers, mesh = _counts_inputs(trained)
-  counted = jax.jit(chex.assert_max_traces(grid.grid_counts_fn, n=1), static_argnums=(0, 1, 2, 3))
+  counted = jax.jit(chex.assert_max_traces(grid.grid_counts_fn, n=1), static_argnums=(0, 1, 2, 3, 4))
   x, y, w, i = grid.chunked(ds.test_images, ds.test_labels, 16)
   eps = jnp.asarray(c.attack.epsilons, jnp.float32)
   attack_list = (attacks.Attack("fgsm"), attacks.Attack("pgd", steps=2), attacks.Attack("bpda_pgd", steps=2))
   seed = jnp.uint32(0)
-  counted(purifiers, attack_list, "map", mesh, cls, stacks["no_split"], stacks["split"], x, y, w, i, eps, seed)
+  measure = grid.Measure()
+  counted(purifiers, attack_list, "map", mesh, measure, cls, stacks["no_split"], stacks["split"], x, y, w, i, eps,
+          seed)
   # Other codebook sizes (data, not shape), other weights, other images, other ε: no new trace.
   resized = lambda s: {**s, "codebook": {**s["codebook"], "size": s["codebook"]["size"] - 1}}
   other = jax.tree.map(lambda a: a * 1.01 if a.dtype == jnp.float32 else a, resized(stacks["split"]))
-  counted(purifiers, attack_list, "map", mesh, cls, resized(stacks["no_split"]), other, x[::-1], y[::-1], w, i,
+  counted(purifiers, attack_list, "map", mesh, measure, cls, resized(stacks["no_split"]), other, x[::-1], y[::-1], w, i,
           eps / 2, seed + 1)
 
 
@@ -86,6 +88,35 @@ def test_chunk_size_and_padding_do_not_change_the_result(trained):
   assert runs[0][2]["num_chunks"] == 6 and runs[1][2]["num_chunks"] == 1  # 40 images: 6×7 with 2 padded
   np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-12)
   np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-12)
+
+
+def test_counting_rules_and_predictions_agree_with_a_direct_evaluation(trained):
+  c, cls, ds = trained.config, trained.cls, trained.ds
+  stacks, purifiers, mesh = _counts_inputs(trained)
+  y = ds.test_labels.copy()
+  y[:6] = (y[:6] + 1) % 10  # wrong labels: clean mistakes the two rules count differently
+  run = lambda counting, labels=y: grid.run_counts(purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"],
+                                                   ds.test_images, labels, c.attack.epsilons, 16,
+                                                   measure=grid.Measure(counting=counting, predictions=True))
+  und_f, acc_f, _, (clean, pred_und, pred) = run("final")
+  und_a, acc_a, _, preds_a = run("clean_and_final")
+  for got, want in zip(preds_a, (clean, pred_und, pred)):   # the rule changes the counts, not the predictions
+    np.testing.assert_array_equal(got, want)
+  f = classifier.logits_fn(cls)
+  np.testing.assert_array_equal(clean, np.argmax(f(ds.test_images), -1))
+  ok = clean == y
+  assert 0 < ok.sum() < len(y)  # some clean mistakes, so the rules differ
+  chex.assert_shape(pred, (len(trained.exp.vq.codebook_sizes), 1, len(purifiers), len(c.attack.epsilons), len(y)))
+  np.testing.assert_allclose(acc_f, np.mean(pred == y, axis=-1), atol=1e-12)
+  np.testing.assert_allclose(acc_a, np.mean((pred == y) & ok, axis=-1), atol=1e-12)
+  np.testing.assert_allclose(und_a, np.mean((pred_und == y) & ok, axis=-1), atol=1e-12)
+  # With the true labels, the grid predicts what the straightforward per-size evaluation predicts.
+  *_, (_, _, pred) = run("final", ds.test_labels)
+  for m in range(pred.shape[0]):
+    table_PxE = _per_size(trained, m, m)
+    for j, p in enumerate(purifiers):
+      np.testing.assert_allclose(np.mean(pred[m, 0, j] == ds.test_labels, axis=-1),
+                                 table_PxE[PURIFIERS.index(p.name)], atol=1e-12)
 
 
 @pytest.mark.slow
@@ -119,9 +150,9 @@ def test_the_eps_vector_in_one_call_equals_one_eps_at_a_time(trained):
   run = lambda eps: grid.run_counts(purifiers, "map", mesh, trained.cls, stacks["no_split"], stacks["split"],
                                     trained.ds.test_images, trained.ds.test_labels, eps, 40)
   eps = trained.exp.attack.epsilons
-  und, acc, _ = run(eps)
+  und, acc, _, _ = run(eps)
   for i, e in enumerate(eps):
-    und_1, acc_1, _ = run((e,))
+    und_1, acc_1, _, _ = run((e,))
     np.testing.assert_array_equal(und[:, i], und_1[:, 0])
     np.testing.assert_array_equal(acc[..., i], acc_1[..., 0])
 

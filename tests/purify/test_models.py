@@ -56,3 +56,11 @@ def test_vqvae_loss_gradients_reach_encoder_through_straight_through():
   assert enc_norm > 0
   assert not np.array_equal(codebook["embedding"], v["codebook"]["embedding"])
   assert 1.0 <= float(metrics["perplexity"]) <= 10.0
+
+
+def test_the_classifier_input_convention_is_a_field_not_folded_into_weights():
+  x = jax.random.uniform(jax.random.key(0), (4, 24, 24, 1))
+  params = Classifier().init(jax.random.key(1), x)
+  raw = Classifier(mean=0.0, std=1.0)
+  np.testing.assert_allclose(Classifier().apply(params, x), raw.apply(params, (x - 0.1307) / 0.3081), atol=1e-5)
+  assert not np.allclose(raw.apply(params, x), Classifier().apply(params, x), atol=1e-2)

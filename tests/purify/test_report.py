@@ -10,7 +10,7 @@ import pytest
 
 from vqdefense_jax.core import report as draw
 from vqdefense_jax.purify import grid, report
-from vqdefense_jax.purify.results import Figure, GridResult, Paired, SplitK
+from vqdefense_jax.purify.results import Figure, GridResult, Paired, Predictions, SplitK
 from vqdefense_jax.core.errors import VQDefenseError
 
 PURIFIERS = ["no_split", "split", "vae_to_split", "split_to_vae"]
@@ -270,3 +270,33 @@ def test_format_grid_single_slice_has_no_extra_sections():
   results = make_results("same", attacks=["fgsm"], training=["clean"], split_ks=())
   text = report.format_grid(results)
   assert text.count(THREATS["fgsm"]) == 1 and "k×k" not in text
+
+
+def test_predictions_round_trip_and_give_either_counting_rule(tmp_path):
+  r = make_results("same", split_ks=())
+  a, t, p, m, e = r.accuracy.shape
+  rng = np.random.default_rng(3)
+  n = 50
+  labels = rng.integers(0, 10, n).astype(np.int8)
+  pick = lambda shape, right: np.where(rng.uniform(size=shape) < right, labels, (labels + 1) % 10).astype(np.int8)
+  preds = Predictions(labels=labels, clean=pick((n,), 0.9), undefended=pick((a, e, n), 0.7),
+                      defended=pick((a, t, p, m, e, n), 0.8))
+  und, acc = preds.accuracy("final")
+  r = dataclasses.replace(r, accuracy=acc, undefended=und, predictions=preds, counting="final")
+  r.save(str(tmp_path))
+  loaded = GridResult.load(str(tmp_path))
+  assert loaded.counting == "final"
+  for f in dataclasses.fields(Predictions):
+    np.testing.assert_array_equal(getattr(loaded.predictions, f.name), getattr(preds, f.name))
+  und_a, acc_a = loaded.predictions.accuracy("clean_and_final")
+  ok = preds.clean == labels
+  np.testing.assert_allclose(acc_a, np.mean((preds.defended == labels) & ok, axis=-1))
+  assert (acc_a <= acc + 1e-12).all() and (acc_a < acc).any()   # the authors' rule never counts more
+  assert (und_a <= und + 1e-12).all()
+  with pytest.raises(VQDefenseError, match="unknown counting rule"):
+    preds.accuracy("majority")
+  with pytest.raises(VQDefenseError, match="per-image predictions"):
+    dataclasses.replace(r, predictions=dataclasses.replace(preds, clean=preds.clean[:-1]))
+  # Grids saved without the option (or before it existed) load with counting 'final' and no predictions.
+  make_results("same", split_ks=()).save(str(tmp_path))
+  assert GridResult.load(str(tmp_path)).predictions is None

@@ -1,6 +1,7 @@
 """The MNIST classifier every system defends (the paper's target model): model, training loss, accuracy."""
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -9,11 +10,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vqdefense_jax.core.config import require
+
 
 class Classifier(nn.Module):
   """conv3×3·32 → ReLU → conv3×3·64 → ReLU → maxpool2 → drop .25 → dense128 → ReLU → drop .5 → dense10.
 
-  Takes pixels in [0, 1] and normalises inside, so attacks act in pixel units.
+  Takes pixels in [0, 1] and sees (x - mean) / std, so attacks act in pixel units whatever the input
+  convention: the config's `classifier.input_mean` / `input_std` (MNIST's statistics here; 0 and 1 for the
+  paper authors' classifier, which takes raw pixels).
   """
   num_classes: int = 10
   mean: float = 0.1307
@@ -44,20 +49,30 @@ class ClassifierLoss:
     return loss, (state, dict(accuracy=jnp.mean(jnp.argmax(logits, -1) == y)))
 
 
-def logits_fn(params) -> Callable[[jax.Array], jax.Array]:
+def from_config(section) -> Classifier:
+  """The model of the `classifier` config section (its input convention); the schedule is `training.Schedule`."""
+  mean, std = float(section.input_mean), float(section.input_std)
+  require(0 < std <= 1e3 and abs(mean) <= 1e3, f"classifier.input_std must be in (0, 1000] and "
+          f"classifier.input_mean in [-1000, 1000], got {std} and {mean}")
+  return Classifier(mean=mean, std=std)
+
+
+def logits_fn(params, model: Classifier = Classifier()) -> Callable[[jax.Array], jax.Array]:
   """The classifier as a function of images (eval mode)."""
-  return lambda x: Classifier().apply({"params": params}, x)
+  return lambda x: model.apply({"params": params}, x)
 
 
-def init_params(seed: int, image_size: int) -> Any:
-  return Classifier().init(jax.random.key(seed), jnp.zeros((1, image_size, image_size, 1), jnp.float32))["params"]
+def init_params(seed: int, image_size: int, model: Classifier = Classifier()) -> Any:
+  return model.init(jax.random.key(seed), jnp.zeros((1, image_size, image_size, 1), jnp.float32))["params"]
 
 
-@jax.jit
-def _correct(params, x, y):
-  return jnp.sum(jnp.argmax(logits_fn(params)(x), -1) == y)
+@functools.partial(jax.jit, static_argnums=0)
+def _correct(model: Classifier, params, x, y):
+  return jnp.sum(jnp.argmax(logits_fn(params, model)(x), -1) == y)
 
 
-def accuracy(params, images: np.ndarray, labels: np.ndarray, batch: int = 1000) -> float:
-  correct = sum(int(_correct(params, images[i:i + batch], labels[i:i + batch])) for i in range(0, len(images), batch))
+def accuracy(params, images: np.ndarray, labels: np.ndarray, batch: int = 1000,
+             model: Classifier = Classifier()) -> float:
+  correct = sum(int(_correct(model, params, images[i:i + batch], labels[i:i + batch]))
+                for i in range(0, len(images), batch))
   return correct / len(images)

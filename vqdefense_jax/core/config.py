@@ -168,6 +168,8 @@ def classifier_section() -> ml_collections.ConfigDict:
   s.batch_size = 64
   s.epochs = 14
   s.steps = 0                    # > 0 overrides epochs
+  s.input_mean = 0.1307          # the classifier sees (x - input_mean) / input_std of pixels x in [0, 1];
+  s.input_std = 0.3081           # MNIST's statistics; the paper authors' classifier takes raw pixels (0 and 1)
   return s
 
 

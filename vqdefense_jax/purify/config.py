@@ -44,11 +44,19 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.purifiers = PURIFIERS        # 'none' (undefended) is always computed
   c.eval.figure_epsilons = (0.1, 0.3)  # rows of the reconstruction figure
   c.eval.figure_examples = 8
+  c.eval.counting = "final"           # 'final': an image counts when its final prediction is right;
+                                      # 'clean_and_final' (the authors'): also right on the clean image
+  c.eval.save_predictions = False     # keep every test image's predictions in grid.npz (either rule recomputable)
 
   c.grid = ml_collections.ConfigDict()  # read by grid.GridSpec.from_config
   c.grid.chunk_size = 0               # test images per scan step (× every ε); 0: 8 on CPU (fastest measured), else 256
   c.grid.pairing = "same"             # pipelines pair 'same' sizes (the paper) or the 'best' of each kind
   c.grid.best_eps_max = 0.08          # 'best' = highest mean accuracy over ε <= this (the paper's criterion)
+
+  c.weights = ml_collections.ConfigDict()  # read by interop.WeightsSpec.from_config
+  c.weights.source = "train"          # 'train' every model here, or 'torch': import the authors' PyTorch weights
+  c.weights.torch_dir = ""            # 'torch': a clone of noodles8436/Split-Defense-VAE (configs/purify/authors.py)
+  c.weights.check_sha256 = True       # 'torch': refuse files whose sha256 is not the published one
 
   c.train = core_config.train_section()
   c.parallel = core_config.parallel_section()

@@ -11,6 +11,8 @@ Workdir layout:
                                   that asks for the same directory is an error
   checkpoints/vqvae_<kind>_sweep_K<sizes>/   every codebook size of a kind as one stack (train.sweep)
   checkpoints/vqvae_<kind>_K<size>/          one per size (train.sweep = False)
+                                  weights.source = 'torch': the same directories hold the imported models at
+                                  step 0, their record naming the source file and its sha256 (interop.py)
   grid.json, grid.npz, tables, figures       `evaluate` (purify/results.py, purify/report.py)
 """
 
@@ -36,9 +38,11 @@ from vqdefense_jax.core import files
 from vqdefense_jax.core import parallel
 from vqdefense_jax.core import tiles
 from vqdefense_jax.core import training
+from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.core.metrics import MetricsLog
 from vqdefense_jax.purify import grid as grid_lib
+from vqdefense_jax.purify import interop
 from vqdefense_jax.purify import quantizer
 from vqdefense_jax.purify import report
 from vqdefense_jax.purify.config import base_config
@@ -56,10 +60,15 @@ class EvalSpec:
   purifiers: tuple[str, ...]
   figure_epsilons: tuple[float, ...]
   figure_examples: int
+  counting: str = "final"
+  save_predictions: bool = False
 
   @classmethod
   def from_config(cls, section) -> "EvalSpec":
-    spec = cls(tuple(section.purifiers), tuple(section.figure_epsilons), section.figure_examples)
+    spec = cls(tuple(section.purifiers), tuple(section.figure_epsilons), section.figure_examples,
+               section.counting, section.save_predictions)
+    config_lib.require(spec.counting in grid_lib.COUNTING, f"eval.counting must be one of {grid_lib.COUNTING}, "
+                       f"not {spec.counting!r}")
     unknown = [p for p in spec.purifiers if p not in PURIFIERS]
     if unknown or not spec.purifiers:
       raise VQDefenseError(f"unknown purifier(s) {unknown}; expected some of {', '.join(PURIFIERS)}")
@@ -79,6 +88,8 @@ class Experiment:
   seed: int
   data: data_lib.DataSpec
   classifier: training.Schedule
+  classifier_model: Classifier               # the classifier's input convention (classifier.input_mean/std)
+  weights: interop.WeightsSpec               # train here, or import the authors' PyTorch weights
   vqvae_schedule: training.Schedule
   vq: VQSpec
   attack: attacks.AttackSpec
@@ -95,9 +106,16 @@ class Experiment:
       raise VQDefenseError(f"seed must be in 0..{2 ** 32 - 1}, got {c.seed}")
     data = data_lib.DataSpec.from_config(c.data)
     attack = attacks.AttackSpec.from_config(c.attack)
+    vq, weights = VQSpec.from_config(c.vqvae, data.image_size), interop.WeightsSpec.from_config(c.weights)
+    if weights.imported:
+      config_lib.require(vq.training == ("clean",) and not vq.split_ks and len(vq.codebook_sizes) == 1,
+                         "weights.source='torch' imports one No-Split and one Split VQ-VAE: vqvae.training must "
+                         "be ['clean'], vqvae.split_ks empty and vqvae.codebook_sizes one size (768 for the "
+                         "authors' weights)")
     return cls(seed=c.seed, data=data, classifier=training.Schedule.from_config(c.classifier, "classifier"),
+               classifier_model=classifier.from_config(c.classifier), weights=weights,
                vqvae_schedule=training.Schedule.from_config(c.vqvae, "vqvae"),
-               vq=VQSpec.from_config(c.vqvae, data.image_size), attack=attack, eval=EvalSpec.from_config(c.eval),
+               vq=vq, attack=attack, eval=EvalSpec.from_config(c.eval),
                grid=grid_lib.GridSpec.from_config(c.grid, attack.epsilons),
                loop=training.LoopSpec.from_config(c.train), parallel=parallel.ParallelSpec.from_config(c.parallel),
                config=c.to_dict())
@@ -116,12 +134,13 @@ class VQVAELoss:
   model: VQVAE
   k: int
   adversarial_eps: tuple[float, ...] = ()
+  classifier: Classifier = Classifier()
 
   def pairs(self, x, y, rng, extra):
     """(input, target, ε per image) of one step, before tiling; ε is 0 for clean training."""
     if not self.adversarial_eps:
       return x, x, jnp.zeros(x.shape[:1], x.dtype)
-    x_adv, eps_B = attacks.fgsm_pairs(classifier.logits_fn(extra), x, y, self.adversarial_eps,
+    x_adv, eps_B = attacks.fgsm_pairs(classifier.logits_fn(extra, self.classifier), x, y, self.adversarial_eps,
                                       jax.random.fold_in(rng, 1))
     return jax.lax.stop_gradient(x_adv), x, eps_B
 
@@ -142,6 +161,7 @@ class Run:
   record: dict[str, Any]                     # what defines the model: stored with its checkpoints
   sweep: training.Sweep | None = None
   needs_classifier: bool = False             # `extra` = the trained classifier (adversarial VQ-VAE training)
+  imported: Callable[[], Any] | None = None  # weights.source = 'torch': the state converted from PyTorch
 
   def directory(self, workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), "checkpoints", self.name)
@@ -173,11 +193,23 @@ def _schedule_record(s: training.Schedule) -> dict[str, Any]:
               batch_size=s.batch_size)
 
 
+def _input_record(exp: Experiment) -> dict[str, float]:
+  return dict(input_mean=exp.classifier_model.mean, input_std=exp.classifier_model.std)
+
+
 def classifier_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
-  return dict(model="classifier", **_common_record(exp, ds), classifier=_schedule_record(exp.classifier))
+  if exp.weights.imported:
+    return dict(model="classifier", code_version=CODE_VERSION, imported=exp.weights.record("classifier"),
+                data=dict(image_size=exp.data.image_size), classifier=_input_record(exp))
+  return dict(model="classifier", **_common_record(exp, ds),
+              classifier=dict(_schedule_record(exp.classifier), **_input_record(exp)))
 
 
 def vqvae_record(exp: Experiment, ds: data_lib.Dataset, kind: VQKind, sizes) -> dict[str, Any]:
+  if exp.weights.imported:
+    return dict(model=f"vqvae_{kind.name}", code_version=CODE_VERSION, imported=exp.weights.record(_source(exp, kind)),
+                data=dict(image_size=exp.data.image_size), tiles=kind.tiles, training=kind.training,
+                codebook_sizes=list(sizes), vqvae=dataclasses.asdict(exp.vq.model))
   r = dict(model=f"vqvae_{kind.name}", **_common_record(exp, ds), tiles=kind.tiles, training=kind.training,
            codebook_sizes=list(sizes),
            vqvae=dict(dataclasses.asdict(exp.vq.model), **_schedule_record(exp.vqvae_schedule)))
@@ -186,13 +218,29 @@ def vqvae_record(exp: Experiment, ds: data_lib.Dataset, kind: VQKind, sizes) -> 
   return r
 
 
+def _n_train(exp: Experiment, ds: data_lib.Dataset, schedule: training.Schedule) -> int:
+  """Training examples per epoch; imported weights are not trained, so any valid count (one batch) will do."""
+  return schedule.batch_size if exp.weights.imported else len(ds.train_images)
+
+
 def classifier_run(exp: Experiment, ds: data_lib.Dataset) -> Run:
-  n_train = len(ds.train_images)
+  n_train = _n_train(exp, ds, exp.classifier)
   seed = stable_seed(exp.seed, "classifier")
-  step = training.SupervisedStep(classifier.ClassifierLoss(), exp.classifier.optimizer_spec(n_train), seed)
-  init = lambda: step.init(classifier.init_params(seed, exp.data.image_size), {})
-  return Run("classifier", step, init, exp.classifier.num_steps(n_train), exp.classifier.batch_size,
-             classifier_record(exp, ds))
+  model = exp.classifier_model
+  step = training.SupervisedStep(classifier.ClassifierLoss(model), exp.classifier.optimizer_spec(n_train), seed)
+  init = lambda: step.init(classifier.init_params(seed, exp.data.image_size, model), {})
+  run = Run("classifier", step, init, exp.classifier.num_steps(n_train), exp.classifier.batch_size,
+            classifier_record(exp, ds))
+  if not exp.weights.imported:
+    return run
+  params = lambda: interop.classifier_params(exp.weights.state_dict("classifier"), model, exp.data.image_size,
+                                             exp.weights.path("classifier"))
+  return dataclasses.replace(run, num_steps=0, imported=lambda: init().replace(params=params()))
+
+
+def _source(exp: Experiment, kind: VQKind) -> str:
+  """The authors' file a kind is imported from (weights.source = 'torch' allows the two paper kinds only)."""
+  return "no_split" if kind.tiles == 1 else "split"
 
 
 def checkpoint_name(kind: VQKind, size: int) -> str:
@@ -207,7 +255,7 @@ def sweep_name(kind: VQKind, sizes) -> str:
 def vqvae_step(exp: Experiment, kind: VQKind, n_train: int) -> training.SupervisedStep:
   # The seed depends on the kind only: every codebook size sees the same batches.
   eps = exp.vq.adversarial_epsilons if kind.adversarial else ()
-  return training.SupervisedStep(VQVAELoss(exp.vq.model, kind.tiles, eps),
+  return training.SupervisedStep(VQVAELoss(exp.vq.model, kind.tiles, eps, exp.classifier_model),
                                  exp.vqvae_schedule.optimizer_spec(n_train), stable_seed(exp.seed, f"vqvae_{kind.name}"))
 
 
@@ -222,7 +270,7 @@ def vqvae_init(exp: Experiment, step: training.SupervisedStep, kind: VQKind, siz
 
 def vqvae_runs(exp: Experiment, kind: VQKind, ds: data_lib.Dataset) -> list[Run]:
   """The runs of a kind: one sweep over every codebook size (train.sweep), or one run per size."""
-  n_train = len(ds.train_images)
+  n_train = _n_train(exp, ds, exp.vqvae_schedule)
   step = vqvae_step(exp, kind, n_train)
   sizes = exp.vq.codebook_sizes
   inits = [vqvae_init(exp, step, kind, s) for s in sizes]
@@ -230,10 +278,21 @@ def vqvae_runs(exp: Experiment, kind: VQKind, ds: data_lib.Dataset) -> list[Run]
                 needs_classifier=kind.adversarial)
   if exp.loop.sweep:
     sweep = training.Sweep(tuple(checkpoint_name(kind, s) for s in sizes), exp.parallel.train_model_axis)
-    return [Run(sweep_name(kind, sizes), step, lambda: parallel.stack([f() for f in inits]),
+    runs = [Run(sweep_name(kind, sizes), step, lambda: parallel.stack([f() for f in inits]),
                 record=vqvae_record(exp, ds, kind, sizes), sweep=sweep, **common)]
-  return [Run(checkpoint_name(kind, s), step, f, record=vqvae_record(exp, ds, kind, [s]), **common)
-          for s, f in zip(sizes, inits)]
+  else:
+    runs = [Run(checkpoint_name(kind, s), step, f, record=vqvae_record(exp, ds, kind, [s]), **common)
+            for s, f in zip(sizes, inits)]
+  if not exp.weights.imported:
+    return runs
+  (run,), (size,), (init,) = runs, sizes, inits  # Experiment.from_config allows one size
+
+  def imported():
+    which = _source(exp, kind)
+    v = interop.vqvae_variables(exp.weights.state_dict(which), exp.vq.model, size, exp.weights.path(which))
+    ts = init().replace(params=v["params"], state=v["codebook"])
+    return parallel.stack([ts]) if run.sweep is not None else ts
+  return [dataclasses.replace(run, num_steps=0, imported=imported)]
 
 
 def all_runs(exp: Experiment, ds: data_lib.Dataset) -> list[Run]:
@@ -241,11 +300,32 @@ def all_runs(exp: Experiment, ds: data_lib.Dataset) -> list[Run]:
   return [classifier_run(exp, ds)] + [r for kind in exp.vq.kinds for r in vqvae_runs(exp, kind, ds)]
 
 
-def _fit(run: Run, workdir: str, train_xy, extra, metrics: MetricsLog, exp: Experiment, stop_at: int | None):
+def _train_or_import(run: Run, workdir: str, train_xy, extra, metrics: MetricsLog, exp: Experiment, stop_at: int | None):
+  if run.imported is not None:
+    return _import(run, workdir)
   return training.fit(run.step, run.init, training.IndexBatches(run.step.seed, len(train_xy[0]), run.batch_size),
                       num_steps=run.num_steps, ckpt_dir=run.directory(workdir), name=run.name,
                       consts=(*train_xy, extra), metrics=metrics, checkpoint_every=exp.loop.checkpoint_every,
                       log_every=exp.loop.log_every, stop_at=stop_at, sweep=run.sweep, record=run.record)
+
+
+def _import(run: Run, workdir: str) -> Any:
+  """An imported run's state: from its checkpoint, or converted from its PyTorch file and saved (step 0)."""
+  directory = run.directory(workdir)
+  if checkpoints.latest_step(directory) is not None:  # train_all checked its record
+    return checkpoints.restore(directory, jax.eval_shape(run.init))
+  log.info("%s: importing %s (sha256 %s)", run.name, run.record["imported"]["file"], run.record["imported"]["sha256"])
+  state = run.imported()
+  if jax.process_index() == 0:
+    checkpoints.write_record(directory, run.record)
+  with checkpoints.quiet():
+    mngr = checkpoints.manager(directory)
+    try:
+      checkpoints.save(mngr, 0, state)
+      mngr.wait_until_finished()
+    finally:
+      mngr.close()
+  return state
 
 
 def _unstack(run: Run, ts) -> list[training.TrainState]:
@@ -284,14 +364,14 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   summary = {}
 
   run = runs[0]
-  cls_params = _fit(run, workdir, train_xy, None, metrics, exp, stop_at).params
-  acc = classifier.accuracy(cls_params, ds.test_images, ds.test_labels)
+  cls_params = _train_or_import(run, workdir, train_xy, None, metrics, exp, stop_at).params
+  acc = classifier.accuracy(cls_params, ds.test_images, ds.test_labels, model=exp.classifier_model)
   summary["classifier"] = {"test_accuracy": acc}
   log.info("classifier: clean test accuracy %.4f (%d test images)", acc, len(ds.test_images))
 
   for run in runs[1:]:
     extra = cls_params if run.needs_classifier else None  # the classifier its training inputs attack
-    states = _unstack(run, _fit(run, workdir, train_xy, extra, metrics, exp, stop_at))
+    states = _unstack(run, _train_or_import(run, workdir, train_xy, extra, metrics, exp, stop_at))
     for name, ts in zip(run.model_names, states):
       m = vqvae_test_metrics(exp.vq.model, {"params": ts.params, "codebook": ts.state}, run.record["tiles"],
                              ds.test_images)
@@ -371,12 +451,13 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   mesh = parallel.make_mesh(exp.parallel.model_devices)
   t0 = time.perf_counter()
   result = grid_lib.run_grid(exp.vq, exp.attack, exp.eval.purifiers, exp.grid, exp.parallel.grid_model_axis,
-                             exp.seed, cls_params, stacks, images, labels, mesh)
+                             exp.seed, cls_params, stacks, images, labels, mesh,
+                             grid_lib.Measure(exp.classifier_model, exp.eval.counting, exp.eval.save_predictions))
   wall = time.perf_counter() - t0
   pair = {kind: result.best_size.get(kind, exp.vq.codebook_sizes[0]) for kind in ("no_split", "split")}
   result = dataclasses.replace(
       result, num_test_images=int(len(images)),
-      classifier_clean_accuracy=classifier.accuracy(cls_params, images, labels),
+      classifier_clean_accuracy=classifier.accuracy(cls_params, images, labels, model=exp.classifier_model),
       figure=reconstruction_figure(exp, cls_params, stacks, pair, images, labels),
       run=dict(grid_wall_time_s=round(wall, 2), device=str(jax.devices()[0].device_kind),
                backend=jax.default_backend(), num_devices=jax.device_count(), mesh=dict(mesh.shape),
@@ -387,9 +468,10 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   return result
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _figure_rows(purifiers: tuple[Purifier, ...], cls_params, no_split_vars, split_vars, x, y, eps_F):
-  x_adv = attacks.fgsm(classifier.logits_fn(cls_params), x, y, eps_F)   # (F, n, H, W, 1)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _figure_rows(purifiers: tuple[Purifier, ...], cls_model: classifier.Classifier, cls_params, no_split_vars,
+                 split_vars, x, y, eps_F):
+  x_adv = attacks.fgsm(classifier.logits_fn(cls_params, cls_model), x, y, eps_F)   # (F, n, H, W, 1)
   purified = apply_all(purifiers, no_split_vars, split_vars, x_adv.reshape((-1,) + x.shape[1:]))
   rows = [jnp.broadcast_to(x[None], x_adv.shape), x_adv] + [p.reshape(x_adv.shape) for p in purified]
   return jnp.stack(rows, axis=1)                                        # (F, rows, n, H, W, 1)
@@ -406,7 +488,7 @@ def reconstruction_figure(exp: Experiment, cls_params, stacks, pair: dict[str, i
   no_split, split = (parallel.take(stacks[kind], sizes.index(pair[name]))
                      for kind, name in zip(exp.vq.paper_kinds, ("no_split", "split")))
   purifiers = grid_lib.make_purifiers(exp.vq, exp.eval.purifiers)
-  images_F = _figure_rows(purifiers, cls_params, no_split, split, images[:n], labels[:n],
+  images_F = _figure_rows(purifiers, exp.classifier_model, cls_params, no_split, split, images[:n], labels[:n],
                           jnp.asarray(exp.eval.figure_epsilons, jnp.float32))
   return Figure(("clean", "adversarial") + tuple(p.name for p in purifiers), exp.eval.figure_epsilons,
                 pair["no_split"], pair["split"], np.asarray(images_F))

@@ -44,10 +44,11 @@ from vqdefense_jax.core import attacks
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import parallel
 from vqdefense_jax.core.attacks import AttackSpec
+from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
 from vqdefense_jax.purify.purifiers import Purifier, apply_all
-from vqdefense_jax.purify.results import GridResult, Paired, SplitK
+from vqdefense_jax.purify.results import GridResult, Paired, Predictions, SplitK
 
 log = logging.getLogger(__name__)
 # The progress bar of the running grid; the compiled scan reports each finished chunk to it (host callback).
@@ -59,8 +60,27 @@ def _chunk_done(_) -> None:
     _progress["bar"].update(1)
 
 
+COUNTING = ("final", "clean_and_final")  # see `grid_counts_fn`
+
+
+@dataclasses.dataclass(frozen=True)
+class Measure:
+  """How the grid judges a prediction (static: each choice compiles once).
+
+  classifier    the target model (its input convention)
+  counting      'final': an image counts as correct when its final prediction is right; 'clean_and_final'
+                (the paper authors' evaluation): only when the classifier is also right on the clean
+                image. Both divide by every test image.
+  predictions   also return every image's predictions (int8), besides the counts
+  """
+  classifier: Classifier = Classifier()
+  counting: str = "final"
+  predictions: bool = False
+
+
 def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.Attack, ...], model_axis: str,
-                   mesh: Mesh, cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed):
+                   mesh: Mesh, measure: Measure, cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB,
+                   index_CxB, eps_E, seed):
   """Correct-prediction counts: undefended (A, E) and defended (M, A, P, E) over all chunks C.
 
   `w_CxB` is 1 for real test images and 0 for padding; `index_CxB` is each
@@ -68,11 +88,13 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   `seed`). M must be a multiple of the mesh's 'model' size and B of its 'batch'
   size (`run_counts` pads both). Grey-box attacks are computed once per chunk
   and shared by every model and purifier; white-box attacks are computed per
-  model and purifier, through that purifier.
+  model and purifier, through that purifier. With `measure.predictions`, a third
+  output holds every image's predictions: clean (C, B), undefended (C, A, E, B)
+  and defended (C, M, A, P, E, B).
   """
 
   def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed):
-    f = classifier.logits_fn(cls_params)
+    f = classifier.logits_fn(cls_params, measure.classifier)
     key = jax.random.key(seed)
     e, m, p, a = eps_E.shape[0], parallel.num_models(no_split_M), len(purifiers), len(attack_list)
 
@@ -81,10 +103,16 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
       flat = lambda x_ExB: x_ExB.reshape((-1,) + x_BxHxWx1.shape[1:])
       attack = lambda atk, purify=None: flat(attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=key,
                                                          index_B=index_B))
+      clean_B = jnp.argmax(f(x_BxHxWx1), -1)
+      if measure.counting == "clean_and_final":  # an image the classifier gets wrong clean never counts
+        w_B = w_B * (clean_B == y_B)
 
-      def correct_E(images):
-        pred_ExB = jnp.argmax(f(images), -1).reshape(e, -1)
-        return jnp.sum((pred_ExB == y_B[None]) * w_B[None], axis=1, dtype=jnp.int32)
+      def predict(images):                                       # (E·B, ...) -> (E, B)
+        return jnp.argmax(f(images), -1).reshape(e, -1)
+
+      def correct(pred_xB):                                      # (..., B) -> (...)
+        at = lambda v_B: jnp.broadcast_to(v_B, pred_xB.shape)
+        return jnp.sum((pred_xB == at(y_B)) * at(w_B), axis=-1, dtype=jnp.int32)
 
       # Attacks on the classifier alone: computed once, shared by every model and purifier.
       grey = {atk: attack(atk) for atk in dict.fromkeys(atk.grey_box() for atk in attack_list)}
@@ -96,27 +124,31 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
             outs = [pur(no_split, split, attack(atk, functools.partial(pur, no_split, split))) for pur in purifiers]
           else:
             outs = apply_all(purifiers, no_split, split, grey[atk])
-          rows.append(jnp.stack([correct_E(out) for out in outs]))
-        return jnp.stack(rows)                                      # (A, P, E)
+          rows.append(jnp.stack([predict(out) for out in outs]))
+        pred_AxPxExB = jnp.stack(rows)
+        return correct(pred_AxPxExB), pred_AxPxExB.astype(jnp.int8) if measure.predictions else None
 
       undefended_AxE, defended_MxAxPxE = carry
-      defended = parallel.over_models(one_model, model_axis)(no_split_M, split_M)
+      defended, pred_M = parallel.over_models(one_model, model_axis)(no_split_M, split_M)
       jax.debug.callback(_chunk_done, defended[0, 0, 0, 0])  # after this chunk's results exist
-      undefended = jnp.stack([correct_E(grey[atk.grey_box()]) for atk in attack_list])
-      return (undefended_AxE + undefended, defended_MxAxPxE + defended), None
+      pred_undefended = jnp.stack([predict(grey[atk.grey_box()]) for atk in attack_list])
+      carry = (undefended_AxE + correct(pred_undefended), defended_MxAxPxE + defended)
+      preds = (clean_B.astype(jnp.int8), pred_undefended.astype(jnp.int8), pred_M) if measure.predictions else None
+      return carry, preds
 
     init = (jnp.zeros((a, e), jnp.int32), jnp.zeros((m, a, p, e), jnp.int32))
-    (undefended, defended), _ = jax.lax.scan(chunk, init, (x_CxBxHxWx1, y_CxB, w_CxB, index_CxB))
-    return jax.lax.psum(undefended, "batch"), jax.lax.psum(defended, "batch")
+    (undefended, defended), preds = jax.lax.scan(chunk, init, (x_CxBxHxWx1, y_CxB, w_CxB, index_CxB))
+    return jax.lax.psum(undefended, "batch"), jax.lax.psum(defended, "batch"), preds
 
   batch = P(None, "batch")
+  pred_specs = (batch, P(None, None, None, "batch"), P(None, "model", None, None, None, "batch"))
   sharded = jax.shard_map(local, mesh=mesh,
                           in_specs=(P(), P("model"), P("model"), batch, batch, batch, batch, P(), P()),
-                          out_specs=(P(), P("model")), check_vma=False)
+                          out_specs=(P(), P("model"), pred_specs if measure.predictions else None), check_vma=False)
   return sharded(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed)
 
 
-grid_counts = jax.jit(grid_counts_fn, static_argnums=(0, 1, 2, 3))
+grid_counts = jax.jit(grid_counts_fn, static_argnums=(0, 1, 2, 3, 4))
 
 
 def default_chunk_size() -> int:
@@ -183,13 +215,16 @@ def best_index(acc_MxE: np.ndarray, eps, eps_max: float) -> int:
 
 def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, split_M, images: np.ndarray,
                labels: np.ndarray, epsilons, chunk_size: int, attack_list=(attacks.Attack("fgsm"),),
-               seed: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
-  """Pad and place the inputs, compile, run: accuracy (A, E), (M, A, P, E) and timings."""
+               seed: int = 0, measure: Measure = Measure()) -> tuple[np.ndarray, np.ndarray, dict, Any]:
+  """Pad and place the inputs, compile, run: accuracy (A, E), (M, A, P, E), timings, and (with
+  `measure.predictions`, else None) the predictions: clean (N,), undefended (A, E, N), defended (M, A, P, E, N)."""
   m = parallel.num_models(no_split_M)
   if parallel.num_models(split_M) != m:
     raise VQDefenseError(f"the No-Split and Split stacks hold {m} and {parallel.num_models(split_M)} models")
   if not purifiers:
     raise VQDefenseError("the grid needs at least one purifier besides 'none' in eval.purifiers")
+  if measure.counting not in COUNTING:
+    raise VQDefenseError(f"unknown counting rule {measure.counting!r}; expected one of {', '.join(COUNTING)}")
   n_model, n_batch = mesh.shape["model"], mesh.shape["batch"]
   x, y, w, index = chunked(images, labels, balanced_chunk(len(images), chunk_size or default_chunk_size(), n_batch))
   replicated, models, batch = (NamedSharding(mesh, spec) for spec in (P(), P("model"), P(None, "batch")))
@@ -198,30 +233,42 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
   args = tuple(parallel.put(a, s) for a, s in
                zip(args, (replicated, models, models, batch, batch, batch, batch, replicated, replicated)))
   t0 = time.perf_counter()
-  compiled = grid_counts.lower(purifiers, tuple(attack_list), model_axis, mesh, *args).compile()
+  compiled = grid_counts.lower(purifiers, tuple(attack_list), model_axis, mesh, measure, *args).compile()
   t1 = time.perf_counter()
   # One tick per chunk and device; the whole grid is still one call.
   _progress["bar"] = tqdm(total=len(x) * mesh.size, desc="grid", unit="chunk", dynamic_ncols=True)
   try:
-    undefended_AxE, defended_MxAxPxE = jax.block_until_ready(compiled(*args))
+    undefended_AxE, defended_MxAxPxE, preds = jax.block_until_ready(compiled(*args))
   finally:
     _progress["bar"].close()
     _progress["bar"] = None
   t2 = time.perf_counter()
   n = len(images)
   timing = dict(compile_s=t1 - t0, run_s=t2 - t1, chunk_size=x.shape[1], num_chunks=len(x))
-  return np.asarray(undefended_AxE) / n, np.asarray(defended_MxAxPxE)[:m] / n, timing
+  if preds is not None:  # chunks (C, ..., B) back to test-set order (..., N), without the padding
+    in_order = lambda a: np.moveaxis(_gather(a), 0, -2).reshape(a.shape[1:-1] + (-1,))[..., :n]
+    clean_N, undefended_AxExN, defended_MxAxPxExN = (in_order(a) for a in preds)
+    preds = (clean_N, undefended_AxExN, defended_MxAxPxExN[:m])
+  return np.asarray(undefended_AxE) / n, np.asarray(defended_MxAxPxE)[:m] / n, timing, preds
+
+
+def _gather(a: jax.Array) -> np.ndarray:
+  """A global array on the host of this process, also when other processes hold some of its shards."""
+  if a.is_fully_addressable:
+    return np.asarray(a)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return np.asarray(multihost_utils.process_allgather(a, tiled=True))
 
 
 def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, model_axis: str, seed: int,
              cls_params, stacks: dict[VQKind, Any], images: np.ndarray, labels: np.ndarray,
-             mesh: Mesh) -> GridResult:
+             mesh: Mesh, measure: Measure = Measure()) -> GridResult:
   """The full grid: accuracy[attack, training, purifier, codebook size, ε] from one compiled call.
 
   The clean- and adversarially trained stacks (`vq.training`) are concatenated on the model axis. Best
   sizes use the first attack on the clean-trained models. Each tile count of `vq.split_ks` other than 1
   and vq.split_k (whose rows the main call already has) is one more compiled call, because its tiles
-  have another shape.
+  have another shape. `measure` says how predictions count (and whether the main call's are kept).
   """
   eps, sizes, modes = list(attack.epsilons), list(vq.codebook_sizes), list(vq.training)
   purifiers = make_purifiers(vq, purifier_names)
@@ -230,13 +277,14 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
   per_size = purifiers if spec.pairing == "same" else make_purifiers(vq, ("no_split", "split"))
   run = functools.partial(run_counts, model_axis=model_axis, mesh=mesh, cls_params=cls_params, images=images,
                           labels=labels, epsilons=eps, chunk_size=spec.chunk_size, attack_list=attack.attacks,
-                          seed=seed)
+                          seed=seed, measure=dataclasses.replace(measure, predictions=False))
   both = {t: parallel.concat([stacks[vq.kind(t, mode)] for mode in modes]) for t in (1, vq.split_k)}
   log.info("grid: %d test images × %d ε × %d codebook sizes × %d training modes × %d purifiers × %d attacks "
            "+ undefended, one computation on %s (mesh model=%d batch=%d, model axis %s)", len(images), len(eps),
            len(sizes), len(modes), len(per_size), len(attack.attacks), jax.devices()[0].device_kind,
            mesh.shape["model"], mesh.shape["batch"], model_axis)
-  undefended, acc_MxAxPxE, timing = run(per_size, no_split_M=both[1], split_M=both[vq.split_k])
+  undefended, acc_MxAxPxE, timing, preds = run(per_size, no_split_M=both[1], split_M=both[vq.split_k],
+                                               measure=measure)
   log.info("grid: compiled in %.1f s, ran in %.1f s", timing["compile_s"], timing["run_s"])
   acc_AxTxPxSxE = acc_MxAxPxE.reshape(len(modes), len(sizes), *acc_MxAxPxE.shape[1:]).transpose(2, 0, 3, 1, 4)
   first_clean = {p.name: acc_AxTxPxSxE[0, 0, i] for i, p in enumerate(per_size)}
@@ -245,7 +293,7 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
   timings, paired, split_k = [dict(what="grid", **timing)], None, None
   if spec.pairing == "best" and pipelines:
     pick = lambda kind: np.asarray([t * len(sizes) + sizes.index(best[kind]) for t in range(len(modes))])
-    _, acc_TxAxPxE, t = run(pipelines, no_split_M=parallel.take(both[1], pick("no_split")),
+    _, acc_TxAxPxE, t, _ = run(pipelines, no_split_M=parallel.take(both[1], pick("no_split")),
                             split_M=parallel.take(both[vq.split_k], pick("split")))
     log.info("grid: best pair No-Split K=%d + Split K=%d: %.1f s", best["no_split"], best["split"],
              t["compile_s"] + t["run_s"])
@@ -262,7 +310,18 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
                     accuracy=acc_AxTxPxSxE, undefended=undefended,
                     threat_model={a.name: attacks.describe(a) for a in attack.attacks}, pairing=spec.pairing,
                     best_eps_max=spec.best_eps_max, best_size=best, timing=tuple(timings), paired=paired,
-                    split_k=split_k)
+                    split_k=split_k, counting=measure.counting, predictions=_predictions(preds, labels, len(modes)))
+
+
+def _predictions(preds, labels: np.ndarray, num_modes: int) -> Predictions | None:
+  """run_counts' predictions (model axis = training mode × codebook size) on the axes of GridResult."""
+  if preds is None:
+    return None
+  clean_N, undefended_AxExN, defended_MxAxPxExN = preds
+  m, rest = defended_MxAxPxExN.shape[0], defended_MxAxPxExN.shape[1:]
+  defended = defended_MxAxPxExN.reshape(num_modes, m // num_modes, *rest).transpose(2, 0, 3, 1, 4, 5)
+  return Predictions(labels=np.asarray(labels, np.int8), clean=clean_N, undefended=undefended_AxExN,
+                     defended=defended)
 
 
 def _split_k_grid(vq: VQSpec, stacks, run, known: dict[VQKind, np.ndarray]) -> tuple[SplitK, list[dict]]:
@@ -277,7 +336,7 @@ def _split_k_grid(vq: VQSpec, stacks, run, known: dict[VQKind, np.ndarray]) -> t
     if kind in known:
       rows.append(known[kind])
       continue
-    _, acc_MxAx1xE, t = run(make_purifiers(vq, ("split",), k), no_split_M=stacks[kind], split_M=stacks[kind])
+    _, acc_MxAx1xE, t, _ = run(make_purifiers(vq, ("split",), k), no_split_M=stacks[kind], split_M=stacks[kind])
     log.info("grid: Split purifier with %dx%d tiles (%s): %.1f s", k, k, kind.name, t["compile_s"] + t["run_s"])
     rows.append(acc_MxAx1xE[:, :, 0].transpose(1, 0, 2))
     timing.append(dict(what=f"split k={k}", **t))

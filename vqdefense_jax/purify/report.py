@@ -30,6 +30,9 @@ TRAINING = {"clean": "clean-trained VQ-VAEs",
             "adversarial": "adversarially trained VQ-VAEs (Defense-VAE style: FGSM inputs → clean targets)"}
 FIG4_SMALL_EPS = 0.08  # the ε range of the paper's Fig. 4(a)
 EPS_NOTE = "ε in pixel units (the paper labels them ×10)"
+COUNTING = {"final": "accuracy = images whose final prediction is right / all images",
+            "clean_and_final": "accuracy = images the classifier gets right both clean and after attack and "
+                               "purification / all images (the paper authors' counting)"}
 
 
 def save(result: GridResult, workdir: str) -> list[str]:
@@ -140,7 +143,7 @@ def _render_slice(r: GridResult, target, i: int, j: int, figures: bool) -> None:
   sizes, eps = list(r.codebook_size), np.asarray(r.epsilon)
   acc_PxMxE, sfx, n = r.accuracy[i, j], _suffix(i, atk, mode), r.num_test_images
   tag = f"{_box(atk)} {atk}, {TRAINING.get(mode, mode)}"
-  info = f"{r.threat_model[atk]}; {n} test images; {EPS_NOTE}"
+  info = f"{r.threat_model[atk]}; {n} test images; {EPS_NOTE}; {COUNTING[r.counting]}"
   for p, acc_MxE in zip(r.purifier, acc_PxMxE):
     stem, mirrors = TABLES[p]
     draw.table(target, stem + sfx, f"{LABELS[p]} ({p}) accuracy by codebook size and ε, {tag}: analogue of "
@@ -232,7 +235,7 @@ def format_grid(r: GridResult) -> str:
   row = lambda name, acc_E: f"{name:<22}" + "".join(f"{acc_E[j]:>7.3f}" for j in cols)
   (_, _, atk, mode), *others = r.slices()
   lines = [f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)}; {r.num_test_images} test images; "
-           f"classifier clean accuracy {r.classifier_clean_accuracy:.4f}; ε in pixel units"]
+           f"classifier clean accuracy {r.classifier_clean_accuracy:.4f}; ε in pixel units", COUNTING[r.counting]]
   for p, acc_MxE in zip(r.purifier, r.accuracy[0, 0]):
     lines += ["", f"{LABELS.get(p, p)} ({p})   accuracy by ε", head("codebook size")]
     lines += [row(str(s), acc_E) for s, acc_E in zip(sizes, acc_MxE)]

@@ -5,6 +5,8 @@
   paired.accuracy[attack, training, pipeline, epsilon]            pipelines at the best pair (pairing 'best')
   split_k.accuracy[attack, k, codebook_size, epsilon]             the Split purifier with k×k tiles
   figure[epsilon, row, example, H, W, 1]                          clean, adversarial, each purifier's output
+  predictions (eval.save_predictions): every test image's predicted class, from which either counting rule
+  (`counting`: 'final' or the authors' 'clean_and_final') can be recomputed
 
 `save` writes `grid.json` (everything, arrays as nested lists) and `grid.npz` (the arrays); `load` reads
 them back into an equal object, so `evaluate.py --plot-only` renders exactly what the grid computed.
@@ -39,6 +41,26 @@ class SplitK:
 
 
 @dataclasses.dataclass(frozen=True)
+class Predictions:
+  """Every test image's predicted class in the main grid call (int8)."""
+  labels: np.ndarray                    # (N,)
+  clean: np.ndarray                     # (N,) the classifier on the clean image
+  undefended: np.ndarray                # (A, E, N)
+  defended: np.ndarray                  # (A, T, P, M, E, N)
+
+  def accuracy(self, counting: str) -> tuple[np.ndarray, np.ndarray]:
+    """(undefended (A, E), defended (A, T, P, M, E)) under a counting rule, over all N images.
+
+    'final': the final prediction is right; 'clean_and_final': it is right and so is the clean one.
+    """
+    if counting not in ("final", "clean_and_final"):
+      raise VQDefenseError(f"unknown counting rule {counting!r}; expected 'final' or 'clean_and_final'")
+    ok = np.ones_like(self.labels, bool) if counting == "final" else self.clean == self.labels
+    rate = lambda pred: np.mean((pred == self.labels) & ok, axis=-1)
+    return rate(self.undefended), rate(self.defended)
+
+
+@dataclasses.dataclass(frozen=True)
 class Figure:
   """The reconstruction figure: rows clean, adversarial, each purifier; at the best (or first) sizes."""
   rows: tuple[str, ...]
@@ -67,6 +89,8 @@ class GridResult:
   figure: Figure | None = None
   num_test_images: int = 0
   classifier_clean_accuracy: float = float("nan")
+  counting: str = "final"               # how `accuracy` and `undefended` count (Predictions.accuracy)
+  predictions: Predictions | None = None
   run: dict[str, Any] = dataclasses.field(default_factory=dict)      # device, mesh, wall time, jax version
   config: dict[str, Any] = dataclasses.field(default_factory=dict)   # the resolved config
 
@@ -75,6 +99,13 @@ class GridResult:
     if np.shape(self.accuracy) != shape or np.shape(self.undefended) != (shape[0], shape[-1]):
       raise VQDefenseError(f"grid result arrays {np.shape(self.accuracy)} and {np.shape(self.undefended)} do not "
                            f"match the axes {shape}")
+    p = self.predictions
+    if p is not None:
+      n = np.shape(p.labels)[0]
+      if (np.shape(p.clean) != (n,) or np.shape(p.undefended) != (shape[0], shape[-1], n)
+          or np.shape(p.defended) != shape + (n,)):
+        raise VQDefenseError(f"the grid's per-image predictions {np.shape(p.defended)} do not match the axes {shape} "
+                             f"and {n} labels")
 
   def slices(self) -> list[tuple[int, int, str, str]]:
     """(attack index, training index, attack, training) of every slice, the first attack's first."""
@@ -87,7 +118,8 @@ class GridResult:
                accuracy=np.asarray(self.accuracy).tolist(), undefended=np.asarray(self.undefended).tolist(),
                threat_model=dict(self.threat_model), pairing=self.pairing, best_eps_max=self.best_eps_max,
                best_size=dict(self.best_size), timing=list(self.timing), num_test_images=self.num_test_images,
-               classifier_clean_accuracy=self.classifier_clean_accuracy, **self.run, config=self.config)
+               classifier_clean_accuracy=self.classifier_clean_accuracy, counting=self.counting,
+               predictions=self.predictions is not None, **self.run, config=self.config)
     if self.paired is not None:
       out["paired"] = dict(no_split_size=self.paired.no_split_size, split_size=self.paired.split_size,
                            purifier=list(self.paired.purifier), accuracy=self.paired.accuracy.tolist())
@@ -113,6 +145,9 @@ class GridResult:
       a["split_k_accuracy"] = np.asarray(self.split_k.accuracy, np.float64)
     if self.figure is not None:
       a["figure"] = np.asarray(self.figure.images, np.float32)
+    if self.predictions is not None:
+      a.update({f"predictions_{f.name}": np.asarray(getattr(self.predictions, f.name), np.int8)
+                for f in dataclasses.fields(Predictions)})
     return a
 
   @classmethod
@@ -129,8 +164,12 @@ class GridResult:
       f = doc["figure"]
       figure = Figure(tuple(f["rows"]), tuple(float(e) for e in f["epsilons"]), int(f["no_split_size"]),
                       int(f["split_size"]), arrays["figure"])
+    predictions = None
+    if doc.get("predictions"):
+      predictions = Predictions(**{f.name: arrays[f"predictions_{f.name}"] for f in dataclasses.fields(Predictions)})
     known = {"axes", "accuracy", "undefended", "threat_model", "pairing", "best_eps_max", "best_size", "timing",
-             "paired", "split_k", "figure", "num_test_images", "classifier_clean_accuracy", "config"}
+             "paired", "split_k", "figure", "num_test_images", "classifier_clean_accuracy", "config", "counting",
+             "predictions"}
     return cls(attack=tuple(axes["attack"]), training=tuple(axes["training"]), purifier=tuple(axes["purifier"]),
                codebook_size=tuple(int(s) for s in axes["codebook_size"]),
                epsilon=tuple(float(e) for e in axes["epsilon"]), accuracy=arrays["accuracy"],
@@ -139,6 +178,8 @@ class GridResult:
                timing=tuple(doc["timing"]), paired=paired, split_k=split_k, figure=figure,
                num_test_images=int(doc["num_test_images"]),
                classifier_clean_accuracy=float(doc["classifier_clean_accuracy"]),
+               counting=doc.get("counting", "final"),  # grids saved before the option existed counted 'final'
+               predictions=predictions,
                run={k: v for k, v in doc.items() if k not in known}, config=doc.get("config", {}))
 
   def save(self, workdir: str) -> None:
