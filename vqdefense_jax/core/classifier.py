@@ -25,7 +25,9 @@ class Classifier(nn.Module):
   std: float = 0.3081
 
   @nn.compact
-  def __call__(self, x_BxHxWx1: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+  def __call__(self, x_BxHxWx1: jnp.ndarray, train: bool = False, features: bool = False) -> jnp.ndarray:
+    """Logits (B, 10); with `features`, the 128-d penultimate ReLU activations instead (an early return, so the
+    parameter names and the logits are those of the plain model)."""
     x = (x_BxHxWx1 - self.mean) / self.std
     x = nn.relu(nn.Conv(32, (3, 3), padding="VALID")(x))
     x = nn.relu(nn.Conv(64, (3, 3), padding="VALID")(x))
@@ -33,6 +35,8 @@ class Classifier(nn.Module):
     x = nn.Dropout(0.25, deterministic=not train)(x)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(128)(x))
+    if features:
+      return x
     x = nn.Dropout(0.5, deterministic=not train)(x)
     return nn.Dense(self.num_classes)(x)
 
@@ -60,6 +64,12 @@ def from_config(section) -> Classifier:
 def logits_fn(params, model: Classifier = Classifier()) -> Callable[[jax.Array], jax.Array]:
   """The classifier as a function of images (eval mode)."""
   return lambda x: model.apply({"params": params}, x)
+
+
+def features(params, x_BxHxWx1: jax.Array, model: Classifier = Classifier()) -> jax.Array:
+  """The penultimate activations (B, 128), eval mode: the feature space of the MNIST Fréchet distance
+  (`detect.alae.frechet_distance`)."""
+  return model.apply({"params": params}, x_BxHxWx1, features=True)
 
 
 def init_params(seed: int, image_size: int, model: Classifier = Classifier()) -> Any:

@@ -1,0 +1,2 @@
+"""Fake-image detection (seed 002): an ALAE generator makes fakes; a small CNN trained on real vs ALAE images,
+with blur + JPEG augmentation, detects them (Wang et al. 2020's recipe) on the shared core."""
