@@ -5,6 +5,7 @@
   python evaluate.py --config configs/purify/quick.py   # the same grid on finished checkpoints only
   python evaluate.py --plot-only --workdir DIR   # tables and figures again, from DIR/grid.json + grid.npz
   python evaluate.py --grid --retrain ...       # replace checkpoints in the workdir that another config made
+  python evaluate.py --config configs/detect/quick.py --workdir W   # detection: AP and accuracy per source
 
 Writes grid.json, grid.npz, the tables (csv, md) and the figures (png) to the workdir.
 """
@@ -36,6 +37,14 @@ def main(argv: list[str]) -> int:
       print(f"wrote {len(written)} files to {workdir}")
       return
     from vqdefense_jax.core import parallel
+    if cli.system(args.config) == "detect":
+      from vqdefense_jax.detect import experiment as detect
+      exp = detect.Experiment.from_config(args.config)
+      with files.locked(files.prepare_workdir(args.workdir)) as workdir:
+        r = detect.evaluate(exp, workdir, train_missing=args.switches["grid"], retrain=args.switches["retrain"])
+      print(detect.format_result(r))
+      print(f"\nwrote detection.json, tables (csv, md) and figures (png) to {workdir}")
+      return
     from vqdefense_jax.purify import experiment
     exp = experiment.Experiment.from_config(args.config)
     parallel.initialize(exp.parallel.distributed)

@@ -1,6 +1,7 @@
-"""Train the classifier and every VQ-VAE a config names (resumes from checkpoints).
+"""Train every model a config names (resumes from checkpoints): purification or detection (`system`).
 
   python train.py --config configs/purify/quick.py --workdir runs/quick
+  python train.py --config configs/detect/quick.py --workdir runs/detect_quick
   python train.py ... --retrain     # replace checkpoints in the workdir that another config made
 """
 
@@ -16,6 +17,13 @@ def main(argv: list[str]) -> int:
     args = cli.parse(argv, __doc__, cli.RETRAIN)
     from vqdefense_jax.core import files
     from vqdefense_jax.core import parallel
+    if cli.system(args.config) == "detect":
+      from vqdefense_jax.detect import experiment as detect
+      exp = detect.Experiment.from_config(args.config)
+      with files.locked(files.prepare_workdir(args.workdir)) as workdir:
+        detect.train_all(exp, workdir, retrain=args.switches["retrain"])
+      print(f"trained; checkpoints and metrics.jsonl under {workdir}")
+      return
     from vqdefense_jax.purify import experiment
     exp = experiment.Experiment.from_config(args.config)
     parallel.initialize(exp.parallel.distributed)

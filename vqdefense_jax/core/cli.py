@@ -33,6 +33,12 @@ class Args:
 RETRAIN = {"retrain": "delete the checkpoints in the workdir that another config made, and train them again"}
 
 
+def system(config: ml_collections.ConfigDict | None) -> str:
+  """Which system a config belongs to: its `system` field ('detect'), else 'purify' (purification configs
+  predate the field)."""
+  return "purify" if config is None or "system" not in config else config.system
+
+
 def parse(argv: list[str], description: str, switches: dict[str, str] | None = None,
           config_optional: bool = False) -> Args:
   """--config, --workdir, --config.<key>=<value> overrides, and the boolean `switches` {name: help}.

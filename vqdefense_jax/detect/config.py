@@ -1,0 +1,51 @@
+"""The config schema of a detection experiment: every field, with its meaning.
+
+A file in configs/detect/ starts from `base_config()` and changes fields; `train.py` and `evaluate.py` run
+the detection system for configs whose `system` is 'detect'. `detect.experiment.Experiment.from_config`
+checks every section before anything is written.
+"""
+
+import ml_collections
+
+from vqdefense_jax.core import config as core_config
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """ALAE's MNIST MLP set-up and Wang et al.'s detector recipe, at full size (an accelerator job)."""
+  c = ml_collections.ConfigDict()
+  c.system = "detect"                 # which system train.py / evaluate.py run
+  c.seed = 0
+  c.data = core_config.data_section()
+  c.data.image_size = 24              # the purification grid's size, so its images can be detection sources
+
+  c.alae = ml_collections.ConfigDict()  # the generator of the fakes the detector is trained on
+  c.alae.latent = 50                  # z and w size (ALAE's MNIST)
+  c.alae.mapping_layers = 6           # F: z -> w
+  c.alae.hidden = 1024                # G and E: MLPs hidden-hidden
+  c.alae.r1_gamma = 10.0              # R1 penalty on real inputs
+  c.alae.learning_rate = 0.002        # Adam, beta = (0, 0.99)
+  c.alae.separate_adam = False        # False: ALAE's code (Adam states of (E, D) and (F, G), shared by the latent
+                                      # regression); True: a third state for the latent regression
+  c.alae.batch_size = 128
+  c.alae.steps = 30000
+
+  c.detector = ml_collections.ConfigDict()  # Wang et al. (2020): real vs one generator's fakes, augmented
+  c.detector.widths = (16, 32, 64)    # residual stages (stride 1, then 2)
+  c.detector.learning_rate = 1e-3     # Adam
+  c.detector.batch_size = 128
+  c.detector.steps = 5000
+  c.detector.num_fakes = 0            # ALAE samples to train on (0: as many as training images)
+  c.detector.augment_p = (0.0, 0.1, 0.5)  # one detector per p: blur and JPEG each with probability p
+  c.detector.sigma_max = 3.0          # blur sigma ~ U[0, sigma_max]
+  c.detector.quality_min = 30         # JPEG quality ~ U{quality_min..100}
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_fakes = 0                # fakes per source (0: as many as test images)
+  c.eval.threshold = 0.5              # accuracy: "fake" when the probability exceeds this
+  c.eval.blur_sigmas = (1.0, 2.0)     # robustness: AP on test images blurred at these sigmas
+  c.eval.jpeg_qualities = (75, 50)    # ... and JPEG-compressed at these qualities
+
+  c.train = core_config.train_section()
+  c.parallel = core_config.parallel_section()
+  c.lock()
+  return c
