@@ -24,6 +24,10 @@ def tiny_detect(data_dir: str):
   c.alae.hidden = 32
   c.alae.batch_size = 16
   c.alae.steps = 8
+  c.dcgan.latent = 8
+  c.dcgan.width = 4
+  c.dcgan.batch_size = 16
+  c.dcgan.steps = 8
   c.detector.widths = (4, 8)
   c.detector.batch_size = 16
   c.detector.steps = 8
@@ -45,7 +49,7 @@ def config_file(tmp_path, data_dir):
 
 
 def test_the_configs_build():
-  for name in ("quick",):
+  for name in ("quick", "paper"):
     c = config_lib.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "detect", f"{name}.py"))
     exp = experiment.Experiment.from_config(c)
     assert exp.variants == ("none", "p0.1", "p0.5")
@@ -60,7 +64,8 @@ def test_train_then_evaluate_writes_the_detection_table(config_file, tmp_path, c
   assert "AP alae_samples" in out
   with open(os.path.join(workdir, "detection.json")) as f:
     r = json.load(f)
-  assert r["variants"] == ["none", "p0.5"] and r["sources"] == ["alae_samples", "alae_reconstructions"]
+  assert r["variants"] == ["none", "p0.5"]
+  assert r["sources"] == ["alae_samples", "alae_reconstructions", "dcgan_samples"]
   for v in r["variants"]:
     assert 0 <= r["real_accuracy"][v] <= 1
     for s in r["sources"]:
@@ -71,7 +76,7 @@ def test_train_then_evaluate_writes_the_detection_table(config_file, tmp_path, c
                                                        r["fake_accuracy"][v][s]) / (n_real + n_fake))
     assert set(r["ap_blur"][v]) == {"1"} and set(r["ap_jpeg"][v]) == {"50"}
   for name in ("table_detection.csv", "table_detection.md", "table_robustness.md", "fig_detection_ap.png",
-               "alae_samples.png", "config.json", "metrics.jsonl"):
+               "fakes.png", "config.json", "metrics.jsonl"):
     assert os.path.exists(os.path.join(workdir, name)), name
   # Another ALAE learning rate: the checkpoints are refused, naming the field, and nothing is retrained.
   assert train.main(["--config", config_file, "--workdir", workdir, "--config.alae.learning_rate=0.01"]) == 2

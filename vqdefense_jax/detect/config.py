@@ -29,6 +29,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.alae.batch_size = 128
   c.alae.steps = 30000
 
+  c.dcgan = ml_collections.ConfigDict()  # another generator, never seen by the detectors: do they generalise?
+  c.dcgan.latent = 64
+  c.dcgan.width = 32                  # channels of the first conv; transposed convs upsample ×4 in all
+  c.dcgan.learning_rate = 2e-4        # Adam, beta = (0.5, 0.999) (DCGAN's)
+  c.dcgan.batch_size = 64
+  c.dcgan.steps = 10000
+
   c.detector = ml_collections.ConfigDict()  # Wang et al. (2020): real vs one generator's fakes, augmented
   c.detector.widths = (16, 32, 64)    # residual stages (stride 1, then 2)
   c.detector.learning_rate = 1e-3     # Adam

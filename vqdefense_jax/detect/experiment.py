@@ -2,13 +2,15 @@
 
 Workdir layout (as in purification, every checkpoint directory holds the record.json of what made it):
   checkpoints/alae/                 the generator of the training fakes
+  checkpoints/dcgan/                a second generator, for fakes the detectors never saw
   checkpoints/detector_<variant>/   variants 'none' (p = 0), 'p0.1', 'p0.5', ... (detector.augment_p)
   metrics.jsonl, config.json
-  detection.json, table_detection.{csv,md}, table_robustness.{csv,md}, fig_detection_ap.png, alae_samples.png
+  detection.json, table_detection.{csv,md}, table_robustness.{csv,md}, fig_detection_ap.png, fakes.png
 
 Sources of fakes at evaluation: `alae_samples` (the generator the detectors were trained against, fresh
-samples) and `alae_reconstructions` (G(E(x)) of real test digits: manipulated real images). Each is scored
-against the real test images; AP and accuracy as in Wang et al. (2020), Table 2.
+samples), `alae_reconstructions` (G(E(x)) of real test digits: manipulated real images) and `dcgan_samples`
+(a convolutional generator the detectors never saw). Each is scored against the real test images; AP and
+accuracy as in Wang et al. (2020), Table 2.
 """
 
 import dataclasses
@@ -34,13 +36,14 @@ from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.core.metrics import MetricsLog
 from vqdefense_jax.detect import alae as alae_lib
 from vqdefense_jax.detect import augment
+from vqdefense_jax.detect import dcgan as dcgan_lib
 from vqdefense_jax.detect import detector as detector_lib
 from vqdefense_jax.detect import metrics as metrics_lib
 from vqdefense_jax.detect.config import base_config
 
 log = logging.getLogger(__name__)
 CODE_VERSION = 1
-SOURCES = ("alae_samples", "alae_reconstructions")
+SOURCES = ("alae_samples", "alae_reconstructions", "dcgan_samples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +67,25 @@ class ALAESpec:
     require(spec.r1_gamma >= 0 and spec.learning_rate > 0, "alae.r1_gamma must be >= 0 and alae.learning_rate > 0")
     require(1 <= spec.batch_size <= training.MAX_BATCH and 1 <= spec.steps <= training.MAX_STEPS,
             f"alae.batch_size must be in 1..{training.MAX_BATCH} and alae.steps in 1..{training.MAX_STEPS}")
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class DCGANSpec:
+  latent: int
+  width: int
+  learning_rate: float
+  batch_size: int
+  steps: int
+
+  @classmethod
+  def from_config(cls, s) -> "DCGANSpec":
+    spec = cls(s.latent, s.width, float(s.learning_rate), s.batch_size, s.steps)
+    require(1 <= spec.latent <= 4096 and 1 <= spec.width <= 1024,
+            f"dcgan.latent (1..4096) and dcgan.width (1..1024) out of range: {spec.latent}, {spec.width}")
+    require(spec.learning_rate > 0, "dcgan.learning_rate must be > 0")
+    require(1 <= spec.batch_size <= training.MAX_BATCH and 1 <= spec.steps <= training.MAX_STEPS,
+            f"dcgan.batch_size must be in 1..{training.MAX_BATCH} and dcgan.steps in 1..{training.MAX_STEPS}")
     return spec
 
 
@@ -126,6 +148,7 @@ class Experiment:
   seed: int
   data: data_lib.DataSpec
   alae: ALAESpec
+  dcgan: DCGANSpec
   detector: DetectorSpec
   eval: EvalSpec
   loop: training.LoopSpec
@@ -136,6 +159,7 @@ class Experiment:
     config_lib.check_types(c, base_config())
     require(0 <= c.seed < 2 ** 32, f"seed must be in 0..{2 ** 32 - 1}, got {c.seed}")
     return cls(seed=c.seed, data=data_lib.DataSpec.from_config(c.data), alae=ALAESpec.from_config(c.alae),
+               dcgan=DCGANSpec.from_config(c.dcgan),
                detector=DetectorSpec.from_config(c.detector), eval=EvalSpec.from_config(c.eval),
                loop=training.LoopSpec.from_config(c.train), config=c.to_dict())
 
@@ -168,6 +192,12 @@ def alae_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
   return dict(model="alae", **_common(exp, ds), alae=a)
 
 
+def dcgan_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
+  g = dataclasses.asdict(exp.dcgan)
+  g.pop("steps")
+  return dict(model="dcgan", **_common(exp, ds), dcgan=g)
+
+
 def detector_record(exp: Experiment, ds: data_lib.Dataset, p: float) -> dict[str, Any]:
   d = dataclasses.asdict(exp.detector)
   for key in ("steps", "augment_p"):
@@ -189,6 +219,12 @@ def alae_step(exp: Experiment) -> alae_lib.ALAEStep:
                            seed=stable_seed(exp.seed, "alae"))
 
 
+def dcgan_step(exp: Experiment) -> dcgan_lib.DCGANStep:
+  g = exp.dcgan
+  return dcgan_lib.DCGANStep(latent=g.latent, width=g.width, learning_rate=g.learning_rate,
+                             seed=stable_seed(exp.seed, "dcgan"))
+
+
 def _fit(step, init, batches, num_steps: int, workdir: str, name: str, record, consts, metrics, exp: Experiment,
          stop_at: int | None):
   return training.fit(step, init, batches, num_steps=num_steps, ckpt_dir=os.path.join(workdir, "checkpoints", name),
@@ -202,6 +238,12 @@ def alae_samples(exp: Experiment, params, n: int, shape, purpose: str, batch: in
   out = [np.asarray(alae_lib.sample(params, jax.random.fold_in(key, i), min(batch, n - i), tuple(shape)))
          for i in range(0, n, batch)]
   return np.concatenate(out) if out else np.zeros((0,) + tuple(shape), np.float32)
+
+
+def dcgan_samples(exp: Experiment, params, n: int, shape, batch: int = 1000) -> np.ndarray:
+  key = jax.random.key(stable_seed(exp.seed, "samples/dcgan"))
+  return np.concatenate([np.asarray(dcgan_lib.sample(params, jax.random.fold_in(key, i), min(batch, n - i),
+                                                     tuple(shape))) for i in range(0, n, batch)])
 
 
 def alae_reconstructions(params, images: np.ndarray, batch: int = 1000) -> np.ndarray:
@@ -236,7 +278,7 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   detectors' params by variant."""
   workdir = files.prepare_workdir(workdir)
   ds = ds or data_lib.load_dataset(exp.data)
-  records = {"alae": alae_record(exp, ds)}
+  records = {"alae": alae_record(exp, ds), "dcgan": dcgan_record(exp, ds)}
   records.update({f"detector_{variant_name(p)}": detector_record(exp, ds, p) for p in exp.detector.augment_p})
   stale = {name: diff for name, diff in
            ((name, checkpoints.differences(os.path.join(workdir, "checkpoints", name), r)) for name, r in records.items())
@@ -258,6 +300,10 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   alae_state = _fit(step, lambda: step.init(shape), batches, exp.alae.steps, workdir, "alae", records["alae"], xy,
                     metrics, exp, stop_at)
   out = {"alae": alae_state.params}
+  gstep = dcgan_step(exp)
+  batches = training.IndexBatches(gstep.seed, len(ds.train_images), exp.dcgan.batch_size)
+  out["dcgan"] = _fit(gstep, lambda: gstep.init(shape), batches, exp.dcgan.steps, workdir, "dcgan", records["dcgan"],
+                      xy, metrics, exp, stop_at).params
 
   x, y = detector_training_set(exp, ds, alae_state.params)
   d = exp.detector
@@ -280,7 +326,9 @@ def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> dict[st
   step = alae_step(exp)
   model = detector_lib.Detector(exp.detector.widths)
   dstep = detector_lib.DetectorStep(model, training.OptimizerSpec("adam", exp.detector.learning_rate))
-  wanted = {"alae": (alae_record(exp, ds), lambda: step.init(shape), exp.alae.steps)}
+  gstep = dcgan_step(exp)
+  wanted = {"alae": (alae_record(exp, ds), lambda: step.init(shape), exp.alae.steps),
+            "dcgan": (dcgan_record(exp, ds), lambda: gstep.init(shape), exp.dcgan.steps)}
   for p in exp.detector.augment_p:
     wanted[f"detector_{variant_name(p)}"] = (
         detector_record(exp, ds, p), lambda: dstep.init(detector_lib.init_params(model, 0, shape)), exp.detector.steps)
@@ -316,7 +364,8 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   reals = quantize(ds.test_images)
   n_fake = exp.eval.num_fakes or len(reals)
   fakes = {"alae_samples": quantize(alae_samples(exp, params["alae"], n_fake, _image_shape(ds), "test")),
-           "alae_reconstructions": quantize(alae_reconstructions(params["alae"], ds.test_images[:n_fake]))}
+           "alae_reconstructions": quantize(alae_reconstructions(params["alae"], ds.test_images[:n_fake])),
+           "dcgan_samples": quantize(dcgan_samples(exp, params["dcgan"], n_fake, _image_shape(ds)))}
   model = detector_lib.Detector(exp.detector.widths)
   result = dict(sources=list(SOURCES), variants=list(exp.variants), num_real=int(len(reals)), num_fakes=n_fake,
                 threshold=exp.eval.threshold, ap={}, accuracy={}, real_accuracy={}, fake_accuracy={},
@@ -373,7 +422,7 @@ def _write(result: dict[str, Any], fakes: dict[str, np.ndarray], workdir: str) -
     draw.finish(fig, [ax], "detector AP per source of fakes", target("fig_detection_ap.png"), "source", "AP")
     k = min(8, len(fakes["alae_samples"]))
     grid = np.stack([fakes[s][:k] for s in sources])[None]
-    draw.image_grid(grid, list(sources), [""], "ALAE samples and reconstructions", target("alae_samples.png"))
+    draw.image_grid(grid, list(sources), [""], "fakes of every source", target("fakes.png"))
 
 
 def format_result(r: dict[str, Any]) -> str:
