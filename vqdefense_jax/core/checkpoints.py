@@ -10,13 +10,16 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 from typing import Any, Iterator
 
+import numpy as np
 import orbax.checkpoint as ocp
 
 from vqdefense_jax.core import files
 from vqdefense_jax.core.errors import VQDefenseError
 
+log = logging.getLogger(__name__)
 RECORD = "record.json"
 RETRAIN_HINT = "use another --workdir, or add --retrain to delete these checkpoints and train them again"
 
@@ -116,6 +119,32 @@ def check(directory: str, record: dict[str, Any]) -> None:
   diff = differences(directory, record)
   if diff:
     raise mismatch(directory, diff)
+
+
+def replace_stale(records: dict[str, dict[str, Any]], retrain: bool, lead: bool = True) -> None:
+  """Every checkpoint directory of `records` ({directory: record}) must have been made from its record.
+
+  Otherwise a one-line error before anything is written, or, with `retrain`, the directories that differ are
+  deleted (by the `lead` process only) so that they are trained again.
+  """
+  stale = {d: diff for d, record in records.items() if (diff := differences(d, record))}
+  if stale and not retrain:
+    raise mismatch(*next(iter(stale.items())))
+  if lead:
+    for directory, diff in stale.items():
+      log.warning("--retrain: deleting %s, made by another config (%s)", directory, "; ".join(diff[:3]))
+      shutil.rmtree(directory)
+
+
+def restore_finished(directory: str, record: dict[str, Any], abstract_state: Any, num_steps: int, name: str) -> Any:
+  """The state of a finished run, whose checkpoints must have been made from `record` and reached `num_steps`."""
+  check(directory, record)
+  state = restore(directory, abstract_state)
+  step = int(np.asarray(state.step).reshape(-1)[0])
+  if step != num_steps:
+    raise VQDefenseError(f"{name}: checkpoint is at step {step} of {num_steps}; re-run train.py with the same "
+                         "config and workdir to finish training")
+  return state
 
 
 def mismatch(directory: str, diff: list[str]) -> VQDefenseError:

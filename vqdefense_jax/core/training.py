@@ -21,6 +21,7 @@ axis, split over the mesh's 'model' axis, so one compiled step advances them all
 import dataclasses
 import functools
 import logging
+import zlib
 from typing import Any, Callable
 
 import flax
@@ -139,6 +140,11 @@ class SupervisedStep:
     new = TrainState(step=ts.step + 1, params=optax.apply_updates(ts.params, updates), opt_state=opt_state,
                      state=state)
     return new, dict(loss=loss, **metrics)
+
+
+def stable_seed(seed: int, name: str) -> int:
+  """The seed of one named run (or draw) of an experiment: the same name always gets the same seed."""
+  return int(np.uint32(seed) ^ np.uint32(zlib.crc32(name.encode())))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,9 +16,7 @@ accuracy as in Wang et al. (2020), Table 2.
 import dataclasses
 import functools
 import json
-import logging
 import os
-import zlib
 from typing import Any, Callable
 
 import jax
@@ -41,7 +39,6 @@ from vqdefense_jax.detect import detector as detector_lib
 from vqdefense_jax.detect import metrics as metrics_lib
 from vqdefense_jax.detect.config import base_config
 
-log = logging.getLogger(__name__)
 CODE_VERSION = 1
 SOURCES = ("alae_samples", "alae_reconstructions", "dcgan_samples")
 
@@ -174,10 +171,6 @@ def quantize(x: np.ndarray) -> np.ndarray:
   return (np.rint(np.clip(x, 0.0, 1.0) * 255) / 255).astype(np.float32)
 
 
-def stable_seed(seed: int, name: str) -> int:
-  return int(np.uint32(seed) ^ np.uint32(zlib.crc32(name.encode())))
-
-
 # --- records ---------------------------------------------------------------------------------------------
 
 def _common(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
@@ -216,13 +209,13 @@ def alae_step(exp: Experiment) -> alae_lib.ALAEStep:
   a = exp.alae
   return alae_lib.ALAEStep(latent=a.latent, mapping_layers=a.mapping_layers, hidden=a.hidden, r1_gamma=a.r1_gamma,
                            learning_rate=a.learning_rate, separate_adam=a.separate_adam,
-                           seed=stable_seed(exp.seed, "alae"))
+                           seed=training.stable_seed(exp.seed, "alae"))
 
 
 def dcgan_step(exp: Experiment) -> dcgan_lib.DCGANStep:
   g = exp.dcgan
   return dcgan_lib.DCGANStep(latent=g.latent, width=g.width, learning_rate=g.learning_rate,
-                             seed=stable_seed(exp.seed, "dcgan"))
+                             seed=training.stable_seed(exp.seed, "dcgan"))
 
 
 def _fit(step, init, batches, num_steps: int, workdir: str, name: str, record, consts, metrics, exp: Experiment,
@@ -232,18 +225,13 @@ def _fit(step, init, batches, num_steps: int, workdir: str, name: str, record, c
                       log_every=exp.loop.log_every, stop_at=stop_at, record=record)
 
 
-def alae_samples(exp: Experiment, params, n: int, shape, purpose: str, batch: int = 1000) -> np.ndarray:
-  """n samples of the generator, from a key of (seed, purpose): training fakes and test fakes differ."""
-  key = jax.random.key(stable_seed(exp.seed, f"samples/{purpose}"))
-  out = [np.asarray(alae_lib.sample(params, jax.random.fold_in(key, i), min(batch, n - i), tuple(shape)))
+def samples(sample: Callable, exp: Experiment, params, n: int, shape, purpose: str, batch: int = 1000) -> np.ndarray:
+  """n samples of a generator (`alae.sample`, `dcgan.sample`), in batches, from a key of (seed, purpose):
+  training fakes and test fakes differ."""
+  key = jax.random.key(training.stable_seed(exp.seed, f"samples/{purpose}"))
+  out = [np.asarray(sample(params, jax.random.fold_in(key, i), min(batch, n - i), tuple(shape)))
          for i in range(0, n, batch)]
   return np.concatenate(out) if out else np.zeros((0,) + tuple(shape), np.float32)
-
-
-def dcgan_samples(exp: Experiment, params, n: int, shape, batch: int = 1000) -> np.ndarray:
-  key = jax.random.key(stable_seed(exp.seed, "samples/dcgan"))
-  return np.concatenate([np.asarray(dcgan_lib.sample(params, jax.random.fold_in(key, i), min(batch, n - i),
-                                                     tuple(shape))) for i in range(0, n, batch)])
 
 
 def alae_reconstructions(params, images: np.ndarray, batch: int = 1000) -> np.ndarray:
@@ -254,7 +242,7 @@ def alae_reconstructions(params, images: np.ndarray, batch: int = 1000) -> np.nd
 def detector_training_set(exp: Experiment, ds: data_lib.Dataset, alae_params) -> tuple[np.ndarray, np.ndarray]:
   """Real training images (label 0) and as many ALAE samples (label 1; detector.num_fakes overrides)."""
   n_fake = exp.detector.num_fakes or len(ds.train_images)
-  fakes = alae_samples(exp, alae_params, n_fake, _image_shape(ds), "train")
+  fakes = samples(alae_lib.sample, exp, alae_params, n_fake, _image_shape(ds), "train")
   x = quantize(np.concatenate([ds.train_images, fakes]))
   y = np.concatenate([np.zeros(len(ds.train_images), np.int32), np.ones(n_fake, np.int32)])
   return x, y
@@ -280,16 +268,7 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   ds = ds or data_lib.load_dataset(exp.data)
   records = {"alae": alae_record(exp, ds), "dcgan": dcgan_record(exp, ds)}
   records.update({f"detector_{variant_name(p)}": detector_record(exp, ds, p) for p in exp.detector.augment_p})
-  stale = {name: diff for name, diff in
-           ((name, checkpoints.differences(os.path.join(workdir, "checkpoints", name), r)) for name, r in records.items())
-           if diff}
-  if stale and not retrain:
-    name, diff = next(iter(stale.items()))
-    raise checkpoints.mismatch(os.path.join(workdir, "checkpoints", name), diff)
-  for name in stale:
-    log.warning("--retrain: deleting checkpoints/%s, made by another config", name)
-    import shutil  # pylint: disable=g-import-not-at-top
-    shutil.rmtree(os.path.join(workdir, "checkpoints", name))
+  checkpoints.replace_stale({os.path.join(workdir, "checkpoints", name): r for name, r in records.items()}, retrain)
   files.write_json_atomic(os.path.join(workdir, "config.json"), exp.config)
   metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
   shape = _image_shape(ds)
@@ -310,7 +289,7 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   model = detector_lib.Detector(d.widths)
   for p in d.augment_p:
     name = f"detector_{variant_name(p)}"
-    seed = stable_seed(exp.seed, name)
+    seed = training.stable_seed(exp.seed, name)
     dstep = detector_lib.DetectorStep(model, training.OptimizerSpec("adam", d.learning_rate))
     batches = training.HostTransform(_Take(training.IndexBatches(seed, len(x), d.batch_size), x, y), d.augment(p),
                                      seed)
@@ -332,24 +311,9 @@ def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> dict[st
   for p in exp.detector.augment_p:
     wanted[f"detector_{variant_name(p)}"] = (
         detector_record(exp, ds, p), lambda: dstep.init(detector_lib.init_params(model, 0, shape)), exp.detector.steps)
-  out = {}
-  for name, (record, init, num_steps) in wanted.items():
-    directory = os.path.join(os.path.abspath(workdir), "checkpoints", name)
-    checkpoints.check(directory, record)
-    ts = checkpoints.restore(directory, jax.eval_shape(init))
-    if int(ts.step) != num_steps:
-      raise VQDefenseError(f"{name}: checkpoint is at step {int(ts.step)} of {num_steps}; re-run train.py with the "
-                           "same config and workdir to finish training")
-    out[name] = ts.params
-  return out
-
-
-def missing(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> list[str]:
-  try:
-    load_trained(exp, workdir, ds)
-  except VQDefenseError as e:
-    return [str(e)]
-  return []
+  return {name: checkpoints.restore_finished(os.path.join(os.path.abspath(workdir), "checkpoints", name), record,
+                                            jax.eval_shape(init), num_steps, name).params
+          for name, (record, init, num_steps) in wanted.items()}
 
 
 # --- evaluation ------------------------------------------------------------------------------------------
@@ -358,14 +322,18 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   """AP and accuracy of every detector variant on every source, robustness to blur and JPEG; writes the files."""
   workdir = files.prepare_workdir(workdir)
   ds = data_lib.load_dataset(exp.data)
-  if train_missing and missing(exp, workdir, ds):
-    train_all(exp, workdir, retrain=retrain, ds=ds)
-  params = load_trained(exp, workdir, ds)
+  try:
+    params = load_trained(exp, workdir, ds)
+  except VQDefenseError:
+    if not train_missing:
+      raise
+    params = train_all(exp, workdir, retrain=retrain, ds=ds)  # a mismatch without --retrain is raised there
   reals = quantize(ds.test_images)
   n_fake = exp.eval.num_fakes or len(reals)
-  fakes = {"alae_samples": quantize(alae_samples(exp, params["alae"], n_fake, _image_shape(ds), "test")),
+  fakes = {"alae_samples": quantize(samples(alae_lib.sample, exp, params["alae"], n_fake, _image_shape(ds), "test")),
            "alae_reconstructions": quantize(alae_reconstructions(params["alae"], ds.test_images[:n_fake])),
-           "dcgan_samples": quantize(dcgan_samples(exp, params["dcgan"], n_fake, _image_shape(ds)))}
+           "dcgan_samples": quantize(samples(dcgan_lib.sample, exp, params["dcgan"], n_fake, _image_shape(ds),
+                                             "dcgan"))}
   model = detector_lib.Detector(exp.detector.widths)
   result = dict(sources=list(SOURCES), variants=list(exp.variants), num_real=int(len(reals)), num_fakes=n_fake,
                 threshold=exp.eval.threshold, ap={}, accuracy={}, real_accuracy={}, fake_accuracy={},

@@ -20,9 +20,7 @@ import dataclasses
 import functools
 import logging
 import os
-import shutil
 import time
-import zlib
 from typing import Any, Callable
 
 import jax
@@ -171,10 +169,6 @@ class Run:
     return (self.name,) if self.sweep is None else self.sweep.names
 
 
-def stable_seed(seed: int, name: str) -> int:
-  return int(np.uint32(seed) ^ np.uint32(zlib.crc32(name.encode())))
-
-
 # Bump when a code change alters what a checkpoint trained from the same config holds (the model's layers,
 # its initialisation, the batch order, the loss): older checkpoints then no longer match their record.
 CODE_VERSION = 1
@@ -225,7 +219,7 @@ def _n_train(exp: Experiment, ds: data_lib.Dataset, schedule: training.Schedule)
 
 def classifier_run(exp: Experiment, ds: data_lib.Dataset) -> Run:
   n_train = _n_train(exp, ds, exp.classifier)
-  seed = stable_seed(exp.seed, "classifier")
+  seed = training.stable_seed(exp.seed, "classifier")
   model = exp.classifier_model
   step = training.SupervisedStep(classifier.ClassifierLoss(model), exp.classifier.optimizer_spec(n_train), seed)
   init = lambda: step.init(classifier.init_params(seed, exp.data.image_size, model), {})
@@ -256,7 +250,7 @@ def vqvae_step(exp: Experiment, kind: VQKind, n_train: int) -> training.Supervis
   # The seed depends on the kind only: every codebook size sees the same batches.
   eps = exp.vq.adversarial_epsilons if kind.adversarial else ()
   return training.SupervisedStep(VQVAELoss(exp.vq.model, kind.tiles, eps, exp.classifier_model),
-                                 exp.vqvae_schedule.optimizer_spec(n_train), stable_seed(exp.seed, f"vqvae_{kind.name}"))
+                                 exp.vqvae_schedule.optimizer_spec(n_train), training.stable_seed(exp.seed, f"vqvae_{kind.name}"))
 
 
 def vqvae_init(exp: Experiment, step: training.SupervisedStep, kind: VQKind, size: int) -> Callable[[], Any]:
@@ -332,12 +326,6 @@ def _unstack(run: Run, ts) -> list[training.TrainState]:
   return [ts] if run.sweep is None else [parallel.take(ts, i) for i in range(len(run.sweep.names))]
 
 
-def mismatched(runs: list[Run], workdir: str) -> dict[str, list[str]]:
-  """{directory: differing record fields} of the runs whose checkpoints were made by another config."""
-  return {d: diff for d, diff in ((r.directory(workdir), checkpoints.differences(r.directory(workdir), r.record))
-                                  for r in runs) if diff}
-
-
 def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,
               ds: data_lib.Dataset | None = None) -> dict[str, dict[str, float]]:
   """Train (or resume, or skip when finished) every model of the experiment; returns test metrics.
@@ -349,14 +337,9 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   workdir = files.prepare_workdir(workdir)
   ds = ds or data_lib.load_dataset(exp.data)
   runs = all_runs(exp, ds)
-  stale = mismatched(runs, workdir)
-  if stale and not retrain:
-    raise checkpoints.mismatch(*next(iter(stale.items())))
   lead = jax.process_index() == 0  # on several hosts, one process writes the files (orbax coordinates itself)
+  checkpoints.replace_stale({r.directory(workdir): r.record for r in runs}, retrain, lead)
   if lead:
-    for directory, diff in stale.items():
-      log.warning("--retrain: deleting %s, made by another config (%s)", directory, "; ".join(diff[:3]))
-      shutil.rmtree(directory)
     files.write_json_atomic(os.path.join(workdir, "config.json"), exp.config)
   metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl") if lead else None)
   # On the device once for every model (fit would otherwise copy it per model).
@@ -403,13 +386,8 @@ def vqvae_test_metrics(model: VQVAE, variables, k: int, images: np.ndarray, batc
 
 def _load(run: Run, workdir: str) -> training.TrainState:
   """A finished run's state from its checkpoint, which must have been made from the run's record."""
-  checkpoints.check(run.directory(workdir), run.record)
-  ts = checkpoints.restore(run.directory(workdir), jax.eval_shape(run.init))
-  step = int(np.asarray(ts.step).reshape(-1)[0])
-  if step != run.num_steps:
-    raise VQDefenseError(f"{run.name}: checkpoint is at step {step} of {run.num_steps}; re-run train.py "
-                         "with the same config and workdir to finish training")
-  return ts
+  return checkpoints.restore_finished(run.directory(workdir), run.record, jax.eval_shape(run.init), run.num_steps,
+                                      run.name)
 
 
 def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> tuple[Any, dict[VQKind, Any]]:

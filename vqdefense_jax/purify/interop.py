@@ -145,7 +145,7 @@ def vqvae_variables(sd: dict[str, np.ndarray], model: VQVAE, codebook_size: int,
   if model.layout != "nchw_chunks":
     raise VQDefenseError(f"{path}: the authors' VQ-VAE quantises its latent in the 'nchw_chunks' layout; "
                          f"vqvae.layout={model.layout!r} would compute something else with these weights")
-  k = np.shape(sd.get("codebook.embedding", np.zeros((0,))))[0]
+  k = np.shape(sd["codebook.embedding"])[0] if "codebook.embedding" in sd else codebook_size  # else: `_take` names it
   if k != codebook_size:
     raise VQDefenseError(f"{path}: its codebook has {k} codes but the config asks for {codebook_size} "
                          "(vqvae.codebook_sizes)")
