@@ -26,6 +26,18 @@ def get_config():
   c.detector.widths = (8, 16, 32)
   c.detector.batch_size = 64
   c.detector.steps = 600
+  p = c.purify                       # the classifier and VQ-VAEs: configs/purify/quick.py's, one codebook size
+  p.classifier.epochs = 2
+  p.classifier.batch_size = 64
+  p.vqvae.channels = 32
+  p.vqvae.embedding_dim = 32
+  p.vqvae.codebook_sizes = (128,)
+  p.vqvae.batch_size = 64
+  p.vqvae.epochs = 0
+  p.vqvae.steps = 1200
+  p.attack.names = ("fgsm", "ste_fgsm", "ste_pgd")  # detect, then purify: grey-box, white-box through the gate
+  p.attack.epsilons = tuple(round(0.04 * i, 2) for i in range(8))
+  p.eval.purifiers = ("none", "no_split", "split")
   c.train.checkpoint_every = 500
   c.train.log_every = 50
   return c

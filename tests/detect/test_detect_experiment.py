@@ -4,12 +4,16 @@ AP and accuracy per variant and source; checkpoints are bound to their config.""
 import json
 import os
 
+import chex
 import numpy as np
 import pytest
 
 import evaluate
 import train
+from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
+from vqdefense_jax.core import data as data_lib
+from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.detect import config as detect_config
 from vqdefense_jax.detect import experiment
 
@@ -32,8 +36,26 @@ def tiny_detect(data_dir: str):
   c.detector.batch_size = 16
   c.detector.steps = 8
   c.detector.augment_p = (0.0, 0.5)
+  c.gate.epsilons = (0.1, 0.3)
   c.eval.blur_sigmas = (1.0,)
   c.eval.jpeg_qualities = (50,)
+  c.eval.attack_epsilons = (0.1, 0.3)
+  p = c.purify  # the classifier and VQ-VAEs of the fid, vqvae_* and attack sources
+  p.classifier.batch_size = 16
+  p.classifier.epochs = 0
+  p.classifier.steps = 30
+  p.vqvae.channels = 8
+  p.vqvae.embedding_dim = 8
+  p.vqvae.codebook_sizes = (6,)
+  p.vqvae.decay = 0.9
+  p.vqvae.batch_size = 16
+  p.vqvae.epochs = 0
+  p.vqvae.steps = 12
+  p.attack.pgd_steps = 3
+  p.attack.names = ("fgsm", "ste_fgsm")
+  p.attack.epsilons = (0.0, 0.1, 0.3)
+  p.eval.purifiers = ("none", "no_split", "split")
+  p.eval.figure_examples = 2
   c.train.checkpoint_every = 4
   c.train.log_every = 4
   return c
@@ -52,7 +74,7 @@ def test_the_configs_build():
   for name in ("quick", "paper"):
     c = config_lib.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "detect", f"{name}.py"))
     exp = experiment.Experiment.from_config(c)
-    assert exp.variants == ("none", "p0.1", "p0.5")
+    assert exp.variants == ("none", "p0.1", "p0.5", "adversarial")
 
 
 @pytest.mark.slow
@@ -61,11 +83,13 @@ def test_train_then_evaluate_writes_the_detection_table(config_file, tmp_path, c
   assert train.main(["--config", config_file, "--workdir", workdir]) == 0
   assert evaluate.main(["--config", config_file, "--workdir", workdir]) == 0
   out = capsys.readouterr().out
-  assert "AP alae_samples" in out
+  assert "alae_samples" in out and "pgd_eps0.3" in out
   with open(os.path.join(workdir, "detection.json")) as f:
     r = json.load(f)
-  assert r["variants"] == ["none", "p0.5"]
-  assert r["sources"] == ["alae_samples", "alae_reconstructions", "dcgan_samples"]
+  assert r["variants"] == ["none", "p0.5", "adversarial"]
+  assert r["sources"] == ["alae_samples", "alae_reconstructions", "dcgan_samples", "vqvae_no_split", "vqvae_split",
+                          "fgsm_eps0.1", "fgsm_eps0.3", "pgd_eps0.1", "pgd_eps0.3"]
+  assert set(r["fid"]) == set(r["sources"]) | {"real_train"} and all(v >= 0 for v in r["fid"].values())
   for v in r["variants"]:
     assert 0 <= r["real_accuracy"][v] <= 1
     for s in r["sources"]:
@@ -76,11 +100,58 @@ def test_train_then_evaluate_writes_the_detection_table(config_file, tmp_path, c
                                                        r["fake_accuracy"][v][s]) / (n_real + n_fake))
     assert set(r["ap_blur"][v]) == {"1"} and set(r["ap_jpeg"][v]) == {"50"}
   for name in ("table_detection.csv", "table_detection.md", "table_robustness.md", "fig_detection_ap.png",
-               "fakes.png", "config.json", "metrics.jsonl"):
+               "fakes.png", "interpolations.png", "alae_samples.png", "config.json", "metrics.jsonl",
+               "purify/config.json", "purify/checkpoints/classifier/record.json", "purify/grid.json",
+               "purify/table_detect_no_split.md", "purify/table_detect_split__ste_fgsm.md"):
     assert os.path.exists(os.path.join(workdir, name)), name
+  with open(os.path.join(workdir, "purify", "grid.json")) as f:
+    g = json.load(f)
+  assert g["axes"]["purifier"] == ["no_split", "split", "detect_no_split", "detect_split"]
+  assert r["gate"]["detector"] == "adversarial"
   # Another ALAE learning rate: the checkpoints are refused, naming the field, and nothing is retrained.
   assert train.main(["--config", config_file, "--workdir", workdir, "--config.alae.learning_rate=0.01"]) == 2
   assert "alae.learning_rate: 0.002 -> 0.01" in capsys.readouterr().err
+  # The purification models are bound to their config too (the field is named as the purification record has it).
+  assert train.main(["--config", config_file, "--workdir", workdir, "--config.purify.vqvae.learning_rate=0.001"]) == 2
+  assert "vqvae.learning_rate: 0.0002 -> 0.001" in capsys.readouterr().err
   # A detector's record holds the ALAE it was trained against: --retrain replaces both.
   assert train.main(["--config", config_file, "--workdir", workdir, "--config.alae.learning_rate=0.01",
                      "--retrain"]) == 0
+
+
+def test_the_gate_detector_trains_on_fgsm_examples_within_their_epsilon(data_dir):
+  exp = experiment.Experiment.from_config(tiny_detect(data_dir))
+  ds = data_lib.load_dataset(exp.data)
+  cls_params = classifier.init_params(0, exp.data.image_size, exp.purify.classifier_model)
+  x, y = experiment.adversarial_training_set(exp, ds, cls_params)
+  n = len(ds.train_images)
+  chex.assert_shape(x, (2 * n,) + ds.train_images.shape[1:])
+  np.testing.assert_array_equal(y, np.repeat([0, 1], n))
+  np.testing.assert_array_equal(x[:n], experiment.quantize(ds.train_images))  # real images, as 8-bit files
+  step_N = np.abs(x[n:] - x[:n]).max(axis=(1, 2, 3))
+  eps = np.asarray(exp.gate.epsilons)
+  # Each attacked image moved by one of gate.epsilons (to 8-bit precision), and both values were drawn.
+  nearest = np.abs(step_N[:, None] - eps[None]).min(axis=1)
+  assert nearest.max() <= 1 / 255 + 1e-6
+  assert len({float(eps[np.argmin(np.abs(s - eps))]) for s in step_N}) == len(eps)
+  # The same (seed, config) gives the same set.
+  x2, _ = experiment.adversarial_training_set(exp, ds, cls_params)
+  np.testing.assert_array_equal(x, x2)
+
+
+def test_a_gate_detector_must_exist_and_faces_cannot_use_the_classifier(data_dir):
+  c = tiny_detect(data_dir)
+  c.gate.detector = "p0.3"
+  with pytest.raises(VQDefenseError, match="gate.detector must be one of none, p0.5, adversarial"):
+    experiment.Experiment.from_config(c)
+  c = tiny_detect(data_dir)
+  c.eval.sources = ("alae_samples", "fgsm")
+  c.eval.attack_epsilons = ()
+  with pytest.raises(VQDefenseError, match="eval.attack_epsilons"):
+    experiment.Experiment.from_config(c)
+  c = tiny_detect(data_dir)
+  c.eval.sources = ("alae_samples", "dcgan_samples")
+  c.eval.fid = False
+  c.gate.detector = "none"
+  c.gate.grid = False
+  assert experiment.Experiment.from_config(c).purify is None  # nothing needs the classifier: none is trained

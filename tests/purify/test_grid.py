@@ -3,6 +3,7 @@
 import dataclasses
 
 import chex
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 
 from vqdefense_jax.core import attacks, classifier, parallel
 from vqdefense_jax.purify import grid
-from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier
+from vqdefense_jax.purify.purifiers import PURIFIERS, Gate, Purifier
 
 
 def _per_size(t, i_no_split, i_split, names=PURIFIERS):
@@ -161,3 +162,35 @@ def test_best_index_criterion():
   acc_MxE = np.array([[0.9, 0.8, 0.1], [0.95, 0.7, 0.9], [0.9, 0.85, 0.0]])
   assert grid.best_index(acc_MxE, [0.0, 0.05, 0.3], 0.08) == 2  # mean over ε <= 0.08 only: 0.875
   assert grid.best_index(acc_MxE, [0.0, 0.05, 0.3], 0.3) == 1
+
+
+class ConstantDetector(nn.Module):
+  """Flags every image (bias > 0) or none (bias < 0)."""
+  bias: float
+
+  @nn.compact
+  def __call__(self, x):
+    return jnp.zeros(x.shape[:1]) + self.param("b", lambda _: jnp.asarray(self.bias))
+
+
+def test_detect_then_purify_is_the_purifier_when_all_are_flagged_and_undefended_when_none(trained):
+  c, cls, ds = trained.config, trained.cls, trained.ds
+  stacks, _, mesh = _counts_inputs(trained)
+  names = ("no_split", "split_to_vae")
+  run = lambda purifiers, gate_params=None, atk=("fgsm",): grid.run_counts(
+      purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"], ds.test_images, ds.test_labels,
+      c.attack.epsilons, 16, attack_list=tuple(attacks.Attack(a) for a in atk), gate_params=gate_params)
+  undefended, plain, _, _ = run(grid.make_purifiers(trained.exp.vq, names))
+  for bias, expected in ((10.0, plain), (-10.0, np.broadcast_to(undefended[None, :, None], plain.shape))):
+    det = ConstantDetector(bias)
+    params = det.init(jax.random.key(0), ds.test_images[:1])["params"]
+    purifiers = grid.make_purifiers(trained.exp.vq, names, gate=Gate(det))
+    assert [p.label for p in purifiers] == ["no_split", "split_to_vae", "detect_no_split", "detect_split_to_vae"]
+    _, acc, _, _ = run(purifiers, params)
+    np.testing.assert_allclose(acc[:, :, :2], plain, atol=1e-12)     # the ungated rows are unchanged
+    np.testing.assert_allclose(acc[:, :, 2:], expected, atol=1e-12)  # gated: purified (all flagged) or not at all
+  # White-box, the detector known: with nothing flagged the attacker faces the bare classifier.
+  und_white, acc_white, _, _ = run(purifiers, params, ("ste_fgsm",))
+  np.testing.assert_allclose(und_white, undefended, atol=1e-12)
+  np.testing.assert_allclose(acc_white[:, 0, 2:], np.broadcast_to(undefended[0], acc_white[:, 0, 2:].shape),
+                             atol=1.5 / len(ds.test_images))

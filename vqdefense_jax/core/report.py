@@ -82,16 +82,19 @@ def heatmap(values_RxC: np.ndarray, rows: list[str], columns: list[str], title: 
   plt.close(fig)
 
 
-def image_grid(images_FxRxNxHxWx1: np.ndarray, row_names: list[str], block_names: list[str], title: str,
+def image_grid(images_FxRxNxHxWxC: np.ndarray, row_names: list[str], block_names: list[str], title: str,
                path: str) -> None:
-  """Blocks F of rows R of N grey images each (display clipped to [0, 1]); rows labelled name + block."""
-  f, r, n = images_FxRxNxHxWx1.shape[:3]
+  """Blocks F of rows R of N images each, grey (C = 1) or RGB (C = 3), display clipped to [0, 1]; rows labelled
+  name + block."""
+  f, r, n = images_FxRxNxHxWxC.shape[:3]
+  rgb = images_FxRxNxHxWxC.shape[-1] == 3
   fig, axes = plt.subplots(f * r, n, figsize=(1.1 * n + 1.2, 1.1 * f * r), squeeze=False)
   for i in range(f):
     for j in range(r):
       for k in range(n):
         ax = axes[i * r + j, k]
-        ax.imshow(np.clip(images_FxRxNxHxWx1[i, j, k, ..., 0], 0, 1), cmap="gray", vmin=0, vmax=1)
+        image = np.clip(images_FxRxNxHxWxC[i, j, k], 0, 1)
+        ax.imshow(image if rgb else image[..., 0], cmap=None if rgb else "gray", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
       axes[i * r + j, 0].set_ylabel(f"{row_names[j]}\n{block_names[i]}", fontsize=7, rotation=0, ha="right",

@@ -8,6 +8,28 @@ checks every section before anything is written.
 import ml_collections
 
 from vqdefense_jax.core import config as core_config
+from vqdefense_jax.purify import config as purify_config
+
+# The sections a detection experiment shares with the purification experiment inside it (`purify`).
+SHARED = ("seed", "data", "train", "parallel")
+# Sources of test images made by the purification experiment's models (the classifier and the VQ-VAEs).
+PURIFY_SOURCES = ("vqvae_no_split", "vqvae_split", "fgsm", "pgd")
+SOURCES = ("alae_samples", "alae_reconstructions", "dcgan_samples") + PURIFY_SOURCES
+
+
+def purify_section() -> ml_collections.ConfigDict:
+  """A purification config (purify/config.py) without the sections shared with the detection experiment."""
+  p = purify_config.base_config()
+  return ml_collections.ConfigDict({key: p[key] for key in p if key not in SHARED})
+
+
+def purify_config_of(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The full purification config of a detection config: its `purify` section plus the shared sections."""
+  merged = purify_config.base_config().to_dict()
+  merged.update(c.purify.to_dict())
+  merged.update({key: c[key].to_dict() if isinstance(c[key], ml_collections.ConfigDict) else c[key]
+                 for key in SHARED})
+  return ml_collections.ConfigDict(merged)
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -46,7 +68,25 @@ def base_config() -> ml_collections.ConfigDict:
   c.detector.sigma_max = 3.0          # blur sigma ~ U[0, sigma_max]
   c.detector.quality_min = 30         # JPEG quality ~ U{quality_min..100}
 
+  # The classifier (FID features, the attacks) and the VQ-VAEs (reconstructions as fakes) are a purification
+  # experiment, trained in <workdir>/purify/ with its own records; seed, data, train and parallel are shared.
+  c.purify = purify_section()
+  c.purify.vqvae.codebook_sizes = (768,)  # one size: the paper authors' released weights use 768
+
+  # Detect, then purify (evaluate.py): the purification grid of `purify` (its attacks and ε) measures every
+  # purifier also as "purify only the images this detector flags, pass the others through".
+  c.gate = ml_collections.ConfigDict()
+  c.gate.detector = "adversarial"     # a detector variant ('none', 'p0.1', ...) or 'adversarial': one more detector,
+                                      # trained on real images vs grey-box FGSM examples of them (label 1)
+  c.gate.epsilons = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3)  # 'adversarial': each training image attacked at one of these
+  c.gate.threshold = 0.5              # flagged when the detector's probability exceeds this
+  c.gate.grid = True                  # run the purification grid with the gate at evaluation (purify/ outputs)
+
   c.eval = ml_collections.ConfigDict()
+  c.eval.sources = SOURCES            # image sources scored against the real test images; 'fgsm' and 'pgd' are
+                                      # grey-box attacks on the classifier, one source per eval.attack_epsilons
+  c.eval.attack_epsilons = (0.1, 0.2, 0.3)
+  c.eval.fid = True                   # Frechet distance of each source on the classifier's penultimate features
   c.eval.num_fakes = 0                # fakes per source (0: as many as test images)
   c.eval.threshold = 0.5              # accuracy: "fake" when the probability exceeds this
   c.eval.blur_sigmas = (1.0, 2.0)     # robustness: AP on test images blurred at these sigmas

@@ -7,10 +7,16 @@ Workdir layout (as in purification, every checkpoint directory holds the record.
   metrics.jsonl, config.json
   detection.json, table_detection.{csv,md}, table_robustness.{csv,md}, fig_detection_ap.png, fakes.png
 
-Sources of fakes at evaluation: `alae_samples` (the generator the detectors were trained against, fresh
-samples), `alae_reconstructions` (G(E(x)) of real test digits: manipulated real images) and `dcgan_samples`
-(a convolutional generator the detectors never saw). Each is scored against the real test images; AP and
-accuracy as in Wang et al. (2020), Table 2.
+  purify/                           the purification experiment (purify/experiment.py) whose classifier and
+                                    VQ-VAEs make some sources: its own checkpoints, records, config.json
+
+Sources of fakes at evaluation (eval.sources): `alae_samples` (the generator the detectors were trained
+against, fresh samples), `alae_reconstructions` (G(E(x)) of real test digits: manipulated real images),
+`dcgan_samples` (a convolutional generator the detectors never saw), `vqvae_no_split` and `vqvae_split` (the
+purifiers' reconstructions of real test digits), `fgsm_eps<ε>` and `pgd_eps<ε>` (grey-box attacks on the
+classifier at eval.attack_epsilons). Each is scored against the real test images; AP and accuracy as in Wang
+et al. (2020), Table 2. With eval.fid, each source's Fréchet distance to the real test images on the
+classifier's penultimate features (an MNIST-specific FID, not Inception FID).
 """
 
 import dataclasses
@@ -23,10 +29,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vqdefense_jax.core import attacks
 from vqdefense_jax.core import checkpoints
+from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
 from vqdefense_jax.core import files
+from vqdefense_jax.core import parallel
 from vqdefense_jax.core import report as draw
 from vqdefense_jax.core import training
 from vqdefense_jax.core.config import require
@@ -37,10 +46,13 @@ from vqdefense_jax.detect import augment
 from vqdefense_jax.detect import dcgan as dcgan_lib
 from vqdefense_jax.detect import detector as detector_lib
 from vqdefense_jax.detect import metrics as metrics_lib
-from vqdefense_jax.detect.config import base_config
+from vqdefense_jax.detect import config as detect_config
+from vqdefense_jax.detect.config import PURIFY_SOURCES, SOURCES, base_config
+from vqdefense_jax.purify import experiment as purify_lib
+from vqdefense_jax.purify import grid as grid_lib
+from vqdefense_jax.purify import purifiers as purifiers_lib
 
 CODE_VERSION = 1
-SOURCES = ("alae_samples", "alae_reconstructions", "dcgan_samples")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +130,32 @@ class DetectorSpec:
     return augment.Augment(p_blur=p, p_jpeg=p, sigma_max=self.sigma_max, quality_min=self.quality_min)
 
 
+ADVERSARIAL = "adversarial"  # the gate's own detector variant: real images vs grey-box FGSM examples of them
+
+
+@dataclasses.dataclass(frozen=True)
+class GateSpec:
+  """The `gate` section: the detector of detect, then purify, and whether evaluation runs that grid."""
+  detector: str
+  epsilons: tuple[float, ...]
+  threshold: float
+  grid: bool
+
+  @classmethod
+  def from_config(cls, s, variants: tuple[str, ...]) -> "GateSpec":
+    spec = cls(s.detector, tuple(float(e) for e in s.epsilons), float(s.threshold), s.grid)
+    require(spec.detector in variants + (ADVERSARIAL,), f"gate.detector must be one of "
+            f"{', '.join(variants + (ADVERSARIAL,))}, not {spec.detector!r}")
+    require(bool(spec.epsilons) and all(0 < e <= 1 for e in spec.epsilons),
+            f"gate.epsilons must be values in (0, 1], got {spec.epsilons}")
+    require(0 < spec.threshold < 1, f"gate.threshold must be in (0, 1), got {spec.threshold}")
+    return spec
+
+  @property
+  def needs_purify(self) -> bool:
+    return self.grid or self.detector == ADVERSARIAL
+
+
 def variant_name(p: float) -> str:
   """'none' for p = 0, else 'p<p>' ('p0.1', 'p0.5'): Wang et al.'s Blur+JPEG (p) variants."""
   return "none" if p == 0 else f"p{p:g}"
@@ -125,6 +163,9 @@ def variant_name(p: float) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
+  sources: tuple[str, ...]
+  attack_epsilons: tuple[float, ...]
+  fid: bool
   num_fakes: int
   threshold: float
   blur_sigmas: tuple[float, ...]
@@ -132,12 +173,31 @@ class EvalSpec:
 
   @classmethod
   def from_config(cls, s) -> "EvalSpec":
-    spec = cls(s.num_fakes, float(s.threshold), tuple(float(v) for v in s.blur_sigmas), tuple(s.jpeg_qualities))
+    spec = cls(tuple(s.sources), tuple(float(e) for e in s.attack_epsilons), s.fid, s.num_fakes,
+               float(s.threshold), tuple(float(v) for v in s.blur_sigmas), tuple(s.jpeg_qualities))
+    require(bool(spec.sources) and set(spec.sources) <= set(SOURCES) and len(set(spec.sources)) == len(spec.sources),
+            f"eval.sources must be distinct names from {', '.join(SOURCES)}, got {spec.sources}")
+    eps = spec.attack_epsilons
+    require(all(0 < e <= 1 for e in eps) and len(set(eps)) == len(eps)
+            and (eps or not {"fgsm", "pgd"} & set(spec.sources)),
+            f"eval.attack_epsilons must be distinct values in (0, 1] (some, for the fgsm and pgd sources), got "
+            f"{spec.attack_epsilons}")
     require(spec.num_fakes >= 0, "eval.num_fakes must be >= 0 (0: as many as test images)")
     require(0 < spec.threshold < 1, f"eval.threshold must be in (0, 1), got {spec.threshold}")
     require(all(0 < v <= 20 for v in spec.blur_sigmas), "eval.blur_sigmas must lie in (0, 20]")
     require(all(1 <= q <= 100 for q in spec.jpeg_qualities), "eval.jpeg_qualities must lie in 1..100")
     return spec
+
+  @property
+  def source_names(self) -> tuple[str, ...]:
+    """The sources as scored: 'fgsm' and 'pgd' once per attack ε ('fgsm_eps0.1', ...)."""
+    return tuple(n for s in self.sources
+                 for n in ([f"{s}_eps{e:g}" for e in self.attack_epsilons] if s in ("fgsm", "pgd") else [s]))
+
+  @property
+  def needs_purify(self) -> bool:
+    """Whether the classifier and VQ-VAEs are needed (FID features, attacks, reconstructions)."""
+    return self.fid or bool(set(self.sources) & set(PURIFY_SOURCES))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,27 +208,50 @@ class Experiment:
   dcgan: DCGANSpec
   detector: DetectorSpec
   eval: EvalSpec
+  gate: GateSpec
   loop: training.LoopSpec
+  purify: purify_lib.Experiment | None       # the classifier and VQ-VAEs, when eval or the gate needs them
   config: dict = dataclasses.field(compare=False, repr=False)
 
   @classmethod
   def from_config(cls, c) -> "Experiment":
     config_lib.check_types(c, base_config())
     require(0 <= c.seed < 2 ** 32, f"seed must be in 0..{2 ** 32 - 1}, got {c.seed}")
+    ev, detector = EvalSpec.from_config(c.eval), DetectorSpec.from_config(c.detector)
+    gate = GateSpec.from_config(c.gate, tuple(variant_name(p) for p in detector.augment_p))
+    purify = None
+    if ev.needs_purify or gate.needs_purify:
+      purify = purify_lib.Experiment.from_config(detect_config.purify_config_of(c))
+      require(len(purify.vq.codebook_sizes) == 1 or not {"vqvae_no_split", "vqvae_split"} & set(ev.sources),
+              "the vqvae_* sources use one VQ-VAE of each kind: give purify.vqvae.codebook_sizes one size, got "
+              f"{purify.vq.codebook_sizes}")
     return cls(seed=c.seed, data=data_lib.DataSpec.from_config(c.data), alae=ALAESpec.from_config(c.alae),
                dcgan=DCGANSpec.from_config(c.dcgan),
-               detector=DetectorSpec.from_config(c.detector), eval=EvalSpec.from_config(c.eval),
-               loop=training.LoopSpec.from_config(c.train), config=c.to_dict())
+               detector=detector, eval=ev, gate=gate,
+               loop=training.LoopSpec.from_config(c.train), purify=purify, config=c.to_dict())
+
+  @property
+  def augment_of(self) -> dict[str, float]:
+    """Every detector variant and its augmentation probability: one per detector.augment_p, and the gate's
+    'adversarial' detector (trained without augmentation, which would wash out the perturbations)."""
+    out = {variant_name(p): p for p in self.detector.augment_p}
+    return out | ({ADVERSARIAL: 0.0} if self.gate.detector == ADVERSARIAL else {})
 
   @property
   def variants(self) -> tuple[str, ...]:
-    return tuple(variant_name(p) for p in self.detector.augment_p)
+    return tuple(self.augment_of)
 
 
 def quantize(x: np.ndarray) -> np.ndarray:
   """Images as an 8-bit file would store them. Every image the detector sees, real or fake, is quantised
   this way, so it cannot tell them apart by quantisation alone (generators output continuous values)."""
   return (np.rint(np.clip(x, 0.0, 1.0) * 255) / 255).astype(np.float32)
+
+
+def _batched(fn: Callable, *arrays: np.ndarray, batch: int = 500, axis: int = 0) -> np.ndarray:
+  """fn over the leading axis of `arrays` in batches; outputs concatenated along `axis`."""
+  n = len(arrays[0])
+  return np.concatenate([np.asarray(fn(*(a[i:i + batch] for a in arrays))) for i in range(0, n, batch)], axis=axis)
 
 
 # --- records ---------------------------------------------------------------------------------------------
@@ -191,12 +274,14 @@ def dcgan_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
   return dict(model="dcgan", **_common(exp, ds), dcgan=g)
 
 
-def detector_record(exp: Experiment, ds: data_lib.Dataset, p: float) -> dict[str, Any]:
+def detector_record(exp: Experiment, ds: data_lib.Dataset, variant: str) -> dict[str, Any]:
   d = dataclasses.asdict(exp.detector)
   for key in ("steps", "augment_p"):
     d.pop(key)
-  return dict(model=f"detector_{variant_name(p)}", **_common(exp, ds), detector=dict(d, p=p),
-              fakes_from=alae_record(exp, ds))
+  fakes_from = alae_record(exp, ds) if variant != ADVERSARIAL else dict(
+      attack="fgsm", epsilons=list(exp.gate.epsilons), classifier=purify_lib.classifier_record(exp.purify, ds))
+  return dict(model=f"detector_{variant}", **_common(exp, ds), detector=dict(d, p=exp.augment_of[variant]),
+              fakes_from=fakes_from)
 
 
 # --- training --------------------------------------------------------------------------------------------
@@ -248,6 +333,20 @@ def detector_training_set(exp: Experiment, ds: data_lib.Dataset, alae_params) ->
   return x, y
 
 
+def adversarial_training_set(exp: Experiment, ds: data_lib.Dataset, cls_params) -> tuple[np.ndarray, np.ndarray]:
+  """Real training images (label 0) and grey-box FGSM examples of them (label 1), each at an ε drawn from
+  gate.epsilons by (seed, image index); detector.num_fakes limits the attacked images to the first n."""
+  n = min(exp.detector.num_fakes or len(ds.train_images), len(ds.train_images))
+  rng = np.random.default_rng(training.stable_seed(exp.seed, "detector_adversarial/epsilons"))
+  eps_N = rng.choice(np.asarray(exp.gate.epsilons, np.float32), n)
+  f = lambda x, y: attacks.fgsm_sign(classifier.logits_fn(cls_params, exp.purify.classifier_model), x, y)
+  sign = _batched(jax.jit(f), ds.train_images[:n], ds.train_labels[:n])
+  adv = ds.train_images[:n] + eps_N[:, None, None, None] * sign
+  x = quantize(np.concatenate([ds.train_images, adv]))
+  y = np.concatenate([np.zeros(len(ds.train_images), np.int32), np.ones(n, np.int32)])
+  return x, y
+
+
 @dataclasses.dataclass(frozen=True)
 class _Take:
   """Batch `step`: the images and labels at IndexBatches' indices (host arrays, for the host augmentation)."""
@@ -260,16 +359,31 @@ class _Take:
     return self.x[idx], self.y[idx]
 
 
+def purify_workdir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "purify")
+
+
+def _check_labels(exp: Experiment, ds: data_lib.Dataset) -> None:
+  """The classifier needs class labels: a dataset without them (faces) can only use the generator sources."""
+  require(exp.purify is None or getattr(ds, "num_classes", data_lib.NUM_CLASSES) == data_lib.NUM_CLASSES,
+          f"data.dataset={getattr(exp.data, 'dataset', 'mnist')!r} has no {data_lib.NUM_CLASSES} class labels for the "
+          "classifier: set eval.fid=false, gate.grid=false, gate.detector to a variant ('none') and eval.sources to "
+          "generator sources only (alae_samples, alae_reconstructions, dcgan_samples), as configs/detect/faces.py does")
+
+
 def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,
               ds: data_lib.Dataset | None = None) -> dict[str, Any]:
-  """Train (or resume, or skip) ALAE, then one detector per augmentation p; returns ALAE's params and the
-  detectors' params by variant."""
+  """Train (or resume, or skip) the purification models (when eval needs them), ALAE, the DCGAN, then one
+  detector per augmentation p; returns every model's params by name ('purify': (classifier, VQ-VAE stacks))."""
   workdir = files.prepare_workdir(workdir)
   ds = ds or data_lib.load_dataset(exp.data)
+  _check_labels(exp, ds)
   records = {"alae": alae_record(exp, ds), "dcgan": dcgan_record(exp, ds)}
-  records.update({f"detector_{variant_name(p)}": detector_record(exp, ds, p) for p in exp.detector.augment_p})
+  records.update({f"detector_{v}": detector_record(exp, ds, v) for v in exp.variants})
   checkpoints.replace_stale({os.path.join(workdir, "checkpoints", name): r for name, r in records.items()}, retrain)
   files.write_json_atomic(os.path.join(workdir, "config.json"), exp.config)
+  if exp.purify is not None:  # its own records, config.json and metrics, in its own directory
+    purify_lib.train_all(exp.purify, purify_workdir(workdir), stop_at=stop_at, retrain=retrain, ds=ds)
   metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
   shape = _image_shape(ds)
 
@@ -284,12 +398,19 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   out["dcgan"] = _fit(gstep, lambda: gstep.init(shape), batches, exp.dcgan.steps, workdir, "dcgan", records["dcgan"],
                       xy, metrics, exp, stop_at).params
 
-  x, y = detector_training_set(exp, ds, alae_state.params)
+  if exp.purify is not None:
+    out["purify"] = purify_lib.load_trained(exp.purify, purify_workdir(workdir), ds)
   d = exp.detector
   model = detector_lib.Detector(d.widths)
-  for p in d.augment_p:
-    name = f"detector_{variant_name(p)}"
+  sets = {}  # each training set made once: the ALAE one serves every augmentation variant
+  for variant, p in exp.augment_of.items():
+    name = f"detector_{variant}"
     seed = training.stable_seed(exp.seed, name)
+    fakes = "fgsm" if variant == ADVERSARIAL else "alae"
+    if fakes not in sets:
+      sets[fakes] = (adversarial_training_set(exp, ds, out["purify"][0]) if fakes == "fgsm" else
+                     detector_training_set(exp, ds, alae_state.params))
+    x, y = sets[fakes]
     dstep = detector_lib.DetectorStep(model, training.OptimizerSpec("adam", d.learning_rate))
     batches = training.HostTransform(_Take(training.IndexBatches(seed, len(x), d.batch_size), x, y), d.augment(p),
                                      seed)
@@ -300,7 +421,7 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
 
 
 def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> dict[str, Any]:
-  """ALAE's and every detector's params from finished checkpoints made from this config."""
+  """Every model's params (as `train_all` returns them) from finished checkpoints made from this config."""
   shape = _image_shape(ds)
   step = alae_step(exp)
   model = detector_lib.Detector(exp.detector.widths)
@@ -308,20 +429,72 @@ def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> dict[st
   gstep = dcgan_step(exp)
   wanted = {"alae": (alae_record(exp, ds), lambda: step.init(shape), exp.alae.steps),
             "dcgan": (dcgan_record(exp, ds), lambda: gstep.init(shape), exp.dcgan.steps)}
-  for p in exp.detector.augment_p:
-    wanted[f"detector_{variant_name(p)}"] = (
-        detector_record(exp, ds, p), lambda: dstep.init(detector_lib.init_params(model, 0, shape)), exp.detector.steps)
-  return {name: checkpoints.restore_finished(os.path.join(os.path.abspath(workdir), "checkpoints", name), record,
-                                            jax.eval_shape(init), num_steps, name).params
-          for name, (record, init, num_steps) in wanted.items()}
+  for v in exp.variants:
+    wanted[f"detector_{v}"] = (
+        detector_record(exp, ds, v), lambda: dstep.init(detector_lib.init_params(model, 0, shape)), exp.detector.steps)
+  out = {name: checkpoints.restore_finished(os.path.join(os.path.abspath(workdir), "checkpoints", name), record,
+                                           jax.eval_shape(init), num_steps, name).params
+         for name, (record, init, num_steps) in wanted.items()}
+  if exp.purify is not None:
+    out["purify"] = purify_lib.load_trained(exp.purify, purify_workdir(workdir), ds)
+  return out
 
 
 # --- evaluation ------------------------------------------------------------------------------------------
 
+def purify_sources(exp: Experiment, purify_models, images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+  """The sources made by the purification experiment's models from real test images: VQ-VAE reconstructions
+  (No-Split, Split) and grey-box FGSM / PGD examples against the classifier at every eval.attack_epsilons."""
+  p, wanted, out = exp.purify, exp.eval.sources, {}
+  cls_params, stacks = purify_models
+  if {"vqvae_no_split", "vqvae_split"} & set(wanted):
+    no_split, split = (parallel.take(stacks[kind], 0) for kind in p.vq.paper_kinds)
+    for pur in grid_lib.make_purifiers(p.vq, [s[len("vqvae_"):] for s in wanted if s.startswith("vqvae_")]):
+      out[f"vqvae_{pur.name}"] = _batched(jax.jit(functools.partial(pur, no_split, split)), images)
+  a = p.config["attack"]
+  key = jax.random.key(training.stable_seed(exp.seed, "attack_sources"))
+  eps_E = jnp.asarray(exp.eval.attack_epsilons, jnp.float32)
+  for name in (n for n in ("fgsm", "pgd") if n in wanted):
+    atk = attacks.Attack(name, a["pgd_steps"], a["pgd_step_size"], a["pgd_random_start"])
+    run = jax.jit(lambda x, y, i, atk=atk: attacks.run(atk, classifier.logits_fn(cls_params, p.classifier_model), x,
+                                                       y, eps_E, key=key, index_B=i))
+    adv_ExN = _batched(run, images, labels, np.arange(len(images), dtype=np.int32), axis=1)
+    out.update({f"{name}_eps{e:g}": adv_ExN[i] for i, e in enumerate(exp.eval.attack_epsilons)})
+  return out
+
+
+def make_sources(exp: Experiment, params: dict[str, Any], ds: data_lib.Dataset, n: int) -> dict[str, np.ndarray]:
+  """Every eval.sources image set (n images each, quantised to 8 bits), by source name."""
+  shape = _image_shape(ds)
+  out = {}
+  if "alae_samples" in exp.eval.sources:
+    out["alae_samples"] = samples(alae_lib.sample, exp, params["alae"], n, shape, "test")
+  if "alae_reconstructions" in exp.eval.sources:
+    out["alae_reconstructions"] = alae_reconstructions(params["alae"], ds.test_images[:n])
+  if "dcgan_samples" in exp.eval.sources:
+    out["dcgan_samples"] = samples(dcgan_lib.sample, exp, params["dcgan"], n, shape, "dcgan")
+  if exp.purify is not None:
+    out.update(purify_sources(exp, params["purify"], ds.test_images[:n], ds.test_labels[:n]))
+  return {name: quantize(out[name]) for name in exp.eval.source_names}
+
+
+def fid(exp: Experiment, params: dict[str, Any], ds: data_lib.Dataset, fakes: dict[str, np.ndarray],
+        reals: np.ndarray) -> dict[str, float]:
+  """Fréchet distance of every source, and of real training images (the floor), to the real test images on the
+  classifier's penultimate features."""
+  cls_params, _ = params["purify"]
+  feats = lambda x: _batched(jax.jit(lambda b: classifier.features(cls_params, b, exp.purify.classifier_model)), x)
+  real = feats(reals)
+  sets = dict(fakes, real_train=quantize(ds.train_images[:len(reals)]))
+  return {name: alae_lib.frechet_distance(real, feats(x)) for name, x in sets.items()}
+
+
 def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain: bool = False) -> dict[str, Any]:
-  """AP and accuracy of every detector variant on every source, robustness to blur and JPEG; writes the files."""
+  """AP and accuracy of every detector variant on every source, robustness to blur and JPEG, FID; writes the
+  files."""
   workdir = files.prepare_workdir(workdir)
   ds = data_lib.load_dataset(exp.data)
+  _check_labels(exp, ds)
   try:
     params = load_trained(exp, workdir, ds)
   except VQDefenseError:
@@ -329,16 +502,15 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
       raise
     params = train_all(exp, workdir, retrain=retrain, ds=ds)  # a mismatch without --retrain is raised there
   reals = quantize(ds.test_images)
-  n_fake = exp.eval.num_fakes or len(reals)
-  fakes = {"alae_samples": quantize(samples(alae_lib.sample, exp, params["alae"], n_fake, _image_shape(ds), "test")),
-           "alae_reconstructions": quantize(alae_reconstructions(params["alae"], ds.test_images[:n_fake])),
-           "dcgan_samples": quantize(samples(dcgan_lib.sample, exp, params["dcgan"], n_fake, _image_shape(ds),
-                                             "dcgan"))}
+  n_fake = min(exp.eval.num_fakes or len(reals), len(reals))
+  fakes = make_sources(exp, params, ds, n_fake)
   model = detector_lib.Detector(exp.detector.widths)
-  result = dict(sources=list(SOURCES), variants=list(exp.variants), num_real=int(len(reals)), num_fakes=n_fake,
+  sources = list(exp.eval.source_names)
+  result = dict(sources=sources, variants=list(exp.variants), num_real=int(len(reals)), num_fakes=n_fake,
                 threshold=exp.eval.threshold, ap={}, accuracy={}, real_accuracy={}, fake_accuracy={},
                 ap_blur={}, ap_jpeg={}, detector_params=detector_lib.num_params(params[f"detector_{exp.variants[0]}"]))
   labels = lambda n_real, n_fake: np.concatenate([np.zeros(n_real, np.int32), np.ones(n_fake, np.int32)])
+  robust_source = "alae_samples" if "alae_samples" in fakes else sources[0]
   for v in exp.variants:
     score = functools.partial(detector_lib.scores, model, params[f"detector_{v}"])
     real_scores = score(reals)
@@ -351,54 +523,92 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
       result["accuracy"][v][source] = acc["accuracy"]
       result["fake_accuracy"][v][source] = acc["fake_accuracy"]
       result["real_accuracy"][v] = acc["real_accuracy"]
-    both = np.concatenate([reals, fakes["alae_samples"]])
-    y = labels(len(reals), len(fakes["alae_samples"]))
+    both = np.concatenate([reals, fakes[robust_source]])
+    y = labels(len(reals), len(fakes[robust_source]))
     n = len(both)
     result["ap_blur"][v] = {f"{sigma:g}": metrics_lib.average_precision(
         score(augment.blur(both, np.full(n, sigma))), y) for sigma in exp.eval.blur_sigmas}
     result["ap_jpeg"][v] = {str(q): metrics_lib.average_precision(score(augment.jpeg(both, np.full(n, q))), y)
                             for q in exp.eval.jpeg_qualities}
+  result["robustness_source"] = robust_source
+  if exp.eval.fid:
+    result["fid"] = fid(exp, params, ds, fakes, reals)
+    result["fid_features"] = "the project classifier's penultimate activations (MNIST-specific, not Inception)"
+  if exp.gate.grid:  # detect, then purify: the purification grid with this gate, written to purify/
+    gate = purifiers_lib.Gate(model, exp.gate.threshold)
+    grid = purify_lib.evaluate(exp.purify, purify_workdir(workdir), train_missing=False,
+                               gate=(gate, params[f"detector_{exp.gate.detector}"]))
+    result["gate"] = dict(detector=exp.gate.detector, threshold=exp.gate.threshold, grid="purify/grid.json",
+                          purifiers=list(grid.purifier), attacks=list(grid.attack))
   result["config"] = exp.config
-  _write(result, fakes, workdir)
+  figures = dict(reals=reals, fakes=fakes)
+  if "alae" in params and len(ds.test_images) >= 2:
+    k = min(4, len(ds.test_images) // 2)
+    figures["interpolations"] = np.asarray(alae_lib.interpolate(params["alae"], ds.test_images[:k],
+                                                                ds.test_images[k:2 * k], 8))
+    figures["alae_grid"] = samples(alae_lib.sample, exp, params["alae"], 64, _image_shape(ds), "figure")
+  _write(result, figures, workdir)
   return result
 
 
-def _write(result: dict[str, Any], fakes: dict[str, np.ndarray], workdir: str) -> None:
+def _write(result: dict[str, Any], figures: dict[str, np.ndarray], workdir: str) -> None:
   variants, sources = result["variants"], result["sources"]
+  fid_of = result.get("fid", {})
   with files.staged(workdir) as target:
     with open(target("detection.json"), "w") as f:
       json.dump(result, f, indent=2)
     info = (f"{result['num_real']} real test images against {result['num_fakes']} fakes per source; accuracy at "
             f"threshold {result['threshold']}")
-    columns = [f"ap_{s}" for s in sources] + [f"acc_{s}" for s in sources] + ["real_acc"] + [
-        f"fake_acc_{s}" for s in sources]
-    rows = [[result["ap"][v][s] for s in sources] + [result["accuracy"][v][s] for s in sources]
-            + [result["real_accuracy"][v]] + [result["fake_accuracy"][v][s] for s in sources] for v in variants]
+    if fid_of:
+      info += (f"; FID on the classifier's penultimate features (MNIST-specific, not Inception; real training "
+               f"images: {fid_of['real_train']:.2f})")
+    columns = ["ap", "accuracy", "real_accuracy", "fake_accuracy"] + (["fid"] if fid_of else [])
+    labels = [[v, s] for v in variants for s in sources]
+    rows = [[result["ap"][v][s], result["accuracy"][v][s], result["real_accuracy"][v], result["fake_accuracy"][v][s]]
+            + ([fid_of[s]] if fid_of else []) for v, s in labels]
     draw.table(target, "table_detection", "Detection: average precision and accuracy per source (Wang et al. "
-               "2020, Table 2)", info, ["variant"], [[v] for v in variants], rows, columns)
+               "2020, Table 2)", info, ["variant", "source"], labels, rows, columns)
     rob_cols = [f"blur_{k}" for k in result["ap_blur"][variants[0]]] + [f"jpeg_{k}" for k in
                                                                        result["ap_jpeg"][variants[0]]]
     rob = [list(result["ap_blur"][v].values()) + list(result["ap_jpeg"][v].values()) for v in variants]
-    draw.table(target, "table_robustness", "AP on alae_samples when every test image is blurred or JPEG-compressed",
-               info, ["variant"], [[v] for v in variants], rob, rob_cols)
+    draw.table(target, "table_robustness", f"AP on {result['robustness_source']} when every test image is blurred "
+               "or JPEG-compressed", info, ["variant"], [[v] for v in variants], rob, rob_cols)
     fig, (ax,) = draw.panels(1)
+    fig.set_size_inches(max(4.5, 0.6 * len(sources)), 4.8)
     width = 0.8 / len(variants)
     for i, v in enumerate(variants):
       ax.bar(np.arange(len(sources)) + i * width, [result["ap"][v][s] for s in sources], width, label=v)
-    ax.set_xticks(np.arange(len(sources)) + 0.4 - width / 2, sources)
-    ax.set_ylim(0, 1.05)
+    ax.set_xticks(np.arange(len(sources)) + 0.4 - width / 2, sources, rotation=45, ha="right")
+    ax.set_ylim(0, 1.25)  # room for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
     draw.finish(fig, [ax], "detector AP per source of fakes", target("fig_detection_ap.png"), "source", "AP")
-    k = min(8, len(fakes["alae_samples"]))
-    grid = np.stack([fakes[s][:k] for s in sources])[None]
-    draw.image_grid(grid, list(sources), [""], "fakes of every source", target("fakes.png"))
+    fakes = figures["fakes"]
+    k = min(8, len(figures["reals"]), *(len(x) for x in fakes.values()))
+    grid = np.stack([figures["reals"][:k]] + [fakes[s][:k] for s in sources])[None]
+    draw.image_grid(grid, ["real"] + list(sources), [""], "real test images and the fakes of every source",
+                    target("fakes.png"))
+    if "interpolations" in figures:
+      inter = figures["interpolations"]
+      draw.image_grid(inter[None], [f"pair {i + 1}" for i in range(len(inter))], [""], "ALAE latent "
+                      "interpolations: G of points from E(x_a) to E(x_b) in w", target("interpolations.png"))
+      g = figures["alae_grid"]
+      draw.image_grid(g.reshape((1, 8, 8) + g.shape[1:]), [""] * 8, [""], "ALAE samples G(F(z))",
+                      target("alae_samples.png"))
 
 
 def format_result(r: dict[str, Any]) -> str:
+  fid_of = r.get("fid", {})
   lines = [f"{r['num_real']} real test images, {r['num_fakes']} fakes per source; detector: {r['detector_params']} "
-           "parameters", "", f"{'variant':<10}" + "".join(f"{'AP ' + s:>26}" for s in r["sources"])
-           + f"{'real acc':>10}" + "".join(f"{'fake acc ' + s:>32}" for s in r["sources"])]
+           "parameters" + (f"; FID of real training images: {fid_of['real_train']:.2f}" if fid_of else ""), "",
+           f"{'variant':<12}{'source':<24}{'AP':>8}{'acc':>8}{'real acc':>10}{'fake acc':>10}"
+           + (f"{'FID':>10}" if fid_of else "")]
   for v in r["variants"]:
-    lines.append(f"{v:<10}" + "".join(f"{r['ap'][v][s]:>26.4f}" for s in r["sources"])
-                 + f"{r['real_accuracy'][v]:>10.4f}" + "".join(f"{r['fake_accuracy'][v][s]:>32.4f}"
-                                                             for s in r["sources"]))
+    for s in r["sources"]:
+      lines.append(f"{v:<12}{s:<24}{r['ap'][v][s]:>8.4f}{r['accuracy'][v][s]:>8.4f}{r['real_accuracy'][v]:>10.4f}"
+                   f"{r['fake_accuracy'][v][s]:>10.4f}" + (f"{fid_of[s]:>10.2f}" if fid_of else ""))
+  if "gate" in r:
+    g = r["gate"]
+    lines += ["", f"detect, then purify (detector {g['detector']}, threshold {g['threshold']}): the purification grid "
+              f"with rows {', '.join(p for p in g['purifiers'] if p.startswith(purifiers_lib.GATED_PREFIX))} in "
+              f"{g['grid']} and its tables"]
   return "\n".join(lines)

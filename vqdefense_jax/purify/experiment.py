@@ -45,7 +45,7 @@ from vqdefense_jax.purify import quantizer
 from vqdefense_jax.purify import report
 from vqdefense_jax.purify.config import base_config
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
-from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier, apply_all
+from vqdefense_jax.purify.purifiers import PURIFIERS, Gate, Purifier, apply_all
 from vqdefense_jax.purify.results import Figure, GridResult
 from vqdefense_jax.purify.vqvae import VQVAE
 
@@ -414,9 +414,11 @@ def missing_checkpoints(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> 
 
 # --- evaluation -----------------------------------------------------------------------------------------
 
-def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain: bool = False) -> GridResult:
+def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain: bool = False,
+             gate: tuple[Gate, Any] | None = None) -> GridResult:
   """Train what is missing (with `train_missing`; `retrain` as in `train_all`), run the grid, write
-  grid.json/npz, tables and figures."""
+  grid.json/npz, tables and figures. With `gate` = (Gate, detector params), every purifier is also measured as
+  detect, then purify (the detection experiment passes its detector)."""
   workdir = files.prepare_workdir(workdir)
   ds = data_lib.load_dataset(exp.data)
   missing = missing_checkpoints(exp, workdir, ds)
@@ -430,7 +432,8 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   t0 = time.perf_counter()
   result = grid_lib.run_grid(exp.vq, exp.attack, exp.eval.purifiers, exp.grid, exp.parallel.grid_model_axis,
                              exp.seed, cls_params, stacks, images, labels, mesh,
-                             grid_lib.Measure(exp.classifier_model, exp.eval.counting, exp.eval.save_predictions))
+                             grid_lib.Measure(exp.classifier_model, exp.eval.counting, exp.eval.save_predictions),
+                             gate=gate)
   wall = time.perf_counter() - t0
   pair = {kind: result.best_size.get(kind, exp.vq.codebook_sizes[0]) for kind in ("no_split", "split")}
   result = dataclasses.replace(

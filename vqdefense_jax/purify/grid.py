@@ -47,7 +47,7 @@ from vqdefense_jax.core.attacks import AttackSpec
 from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
-from vqdefense_jax.purify.purifiers import Purifier, apply_all
+from vqdefense_jax.purify.purifiers import Gate, Purifier, apply_all
 from vqdefense_jax.purify.results import GridResult, Paired, Predictions, SplitK
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Measure:
 
 def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.Attack, ...], model_axis: str,
                    mesh: Mesh, measure: Measure, cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB,
-                   index_CxB, eps_E, seed):
+                   index_CxB, eps_E, seed, gate_params=None):
   """Correct-prediction counts: undefended (A, E) and defended (M, A, P, E) over all chunks C.
 
   `w_CxB` is 1 for real test images and 0 for padding; `index_CxB` is each
@@ -90,10 +90,11 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   and shared by every model and purifier; white-box attacks are computed per
   model and purifier, through that purifier. With `measure.predictions`, a third
   output holds every image's predictions: clean (C, B), undefended (C, A, E, B)
-  and defended (C, M, A, P, E, B).
+  and defended (C, M, A, P, E, B). `gate_params` are the params of the detector of
+  the purifiers that have a gate (detect, then purify), shared by every model.
   """
 
-  def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed):
+  def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params):
     f = classifier.logits_fn(cls_params, measure.classifier)
     key = jax.random.key(seed)
     e, m, p, a = eps_E.shape[0], parallel.num_models(no_split_M), len(purifiers), len(attack_list)
@@ -120,10 +121,12 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
       def one_model(no_split, split):
         rows = []
         for atk in attack_list:
-          if atk.white_box:
-            outs = [pur(no_split, split, attack(atk, functools.partial(pur, no_split, split))) for pur in purifiers]
+          if atk.white_box:  # through the purifier (and the detector of a gated one)
+            outs = [pur(no_split, split, attack(atk, functools.partial(pur.differentiable, no_split, split,
+                                                                       gate_params=gate_params)), gate_params)
+                    for pur in purifiers]
           else:
-            outs = apply_all(purifiers, no_split, split, grey[atk])
+            outs = apply_all(purifiers, no_split, split, grey[atk], gate_params)
           rows.append(jnp.stack([predict(out) for out in outs]))
         pred_AxPxExB = jnp.stack(rows)
         return correct(pred_AxPxExB), pred_AxPxExB.astype(jnp.int8) if measure.predictions else None
@@ -143,9 +146,9 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   batch = P(None, "batch")
   pred_specs = (batch, P(None, None, None, "batch"), P(None, "model", None, None, None, "batch"))
   sharded = jax.shard_map(local, mesh=mesh,
-                          in_specs=(P(), P("model"), P("model"), batch, batch, batch, batch, P(), P()),
+                          in_specs=(P(), P("model"), P("model"), batch, batch, batch, batch, P(), P(), P()),
                           out_specs=(P(), P("model"), pred_specs if measure.predictions else None), check_vma=False)
-  return sharded(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed)
+  return sharded(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params)
 
 
 grid_counts = jax.jit(grid_counts_fn, static_argnums=(0, 1, 2, 3, 4))
@@ -199,9 +202,11 @@ class GridSpec:
     return spec
 
 
-def make_purifiers(vq: VQSpec, names, k: int | None = None) -> tuple[Purifier, ...]:
-  """The purifiers `names` except 'none' (the undefended row is always computed), with k×k tiles."""
-  return tuple(Purifier(n, vq.model, vq.model, vq.split_k if k is None else k) for n in names if n != "none")
+def make_purifiers(vq: VQSpec, names, k: int | None = None, gate: Gate | None = None) -> tuple[Purifier, ...]:
+  """The purifiers `names` except 'none' (the undefended row is always computed), with k×k tiles; with a
+  `gate`, each also as detect, then purify (after all the ungated ones)."""
+  plain = tuple(Purifier(n, vq.model, vq.model, vq.split_k if k is None else k) for n in names if n != "none")
+  return plain + (tuple(dataclasses.replace(p, gate=gate) for p in plain) if gate is not None else ())
 
 
 def best_index(acc_MxE: np.ndarray, eps, eps_max: float) -> int:
@@ -215,7 +220,8 @@ def best_index(acc_MxE: np.ndarray, eps, eps_max: float) -> int:
 
 def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, split_M, images: np.ndarray,
                labels: np.ndarray, epsilons, chunk_size: int, attack_list=(attacks.Attack("fgsm"),),
-               seed: int = 0, measure: Measure = Measure()) -> tuple[np.ndarray, np.ndarray, dict, Any]:
+               seed: int = 0, measure: Measure = Measure(),
+               gate_params=None) -> tuple[np.ndarray, np.ndarray, dict, Any]:
   """Pad and place the inputs, compile, run: accuracy (A, E), (M, A, P, E), timings, and (with
   `measure.predictions`, else None) the predictions: clean (N,), undefended (A, E, N), defended (M, A, P, E, N)."""
   m = parallel.num_models(no_split_M)
@@ -229,9 +235,9 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
   x, y, w, index = chunked(images, labels, balanced_chunk(len(images), chunk_size or default_chunk_size(), n_batch))
   replicated, models, batch = (NamedSharding(mesh, spec) for spec in (P(), P("model"), P(None, "batch")))
   args = (cls_params, parallel.pad_models(no_split_M, n_model), parallel.pad_models(split_M, n_model), x, y, w,
-          index, np.asarray(epsilons, np.float32), np.asarray(seed, np.uint32))
+          index, np.asarray(epsilons, np.float32), np.asarray(seed, np.uint32), gate_params)
   args = tuple(parallel.put(a, s) for a, s in
-               zip(args, (replicated, models, models, batch, batch, batch, batch, replicated, replicated)))
+               zip(args, (replicated, models, models, batch, batch, batch, batch, replicated, replicated, replicated)))
   t0 = time.perf_counter()
   compiled = grid_counts.lower(purifiers, tuple(attack_list), model_axis, mesh, measure, *args).compile()
   t1 = time.perf_counter()
@@ -262,22 +268,24 @@ def _gather(a: jax.Array) -> np.ndarray:
 
 def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, model_axis: str, seed: int,
              cls_params, stacks: dict[VQKind, Any], images: np.ndarray, labels: np.ndarray,
-             mesh: Mesh, measure: Measure = Measure()) -> GridResult:
+             mesh: Mesh, measure: Measure = Measure(), gate: tuple[Gate, Any] | None = None) -> GridResult:
   """The full grid: accuracy[attack, training, purifier, codebook size, ε] from one compiled call.
 
   The clean- and adversarially trained stacks (`vq.training`) are concatenated on the model axis. Best
   sizes use the first attack on the clean-trained models. Each tile count of `vq.split_ks` other than 1
   and vq.split_k (whose rows the main call already has) is one more compiled call, because its tiles
-  have another shape. `measure` says how predictions count (and whether the main call's are kept).
+  have another shape. `measure` says how predictions count (and whether the main call's are kept). With
+  `gate` = (Gate, detector params), every purifier is measured also as detect, then purify.
   """
   eps, sizes, modes = list(attack.epsilons), list(vq.codebook_sizes), list(vq.training)
-  purifiers = make_purifiers(vq, purifier_names)
+  the_gate, gate_params = gate if gate is not None else (None, None)
+  purifiers = make_purifiers(vq, purifier_names, gate=the_gate)
   pipelines = tuple(p for p in purifiers if len(p.stages) > 1)
   # 'best' needs both single-model purifiers to pick the sizes, whatever eval.purifiers lists.
-  per_size = purifiers if spec.pairing == "same" else make_purifiers(vq, ("no_split", "split"))
+  per_size = purifiers if spec.pairing == "same" else make_purifiers(vq, ("no_split", "split"), gate=the_gate)
   run = functools.partial(run_counts, model_axis=model_axis, mesh=mesh, cls_params=cls_params, images=images,
                           labels=labels, epsilons=eps, chunk_size=spec.chunk_size, attack_list=attack.attacks,
-                          seed=seed, measure=dataclasses.replace(measure, predictions=False))
+                          seed=seed, measure=dataclasses.replace(measure, predictions=False), gate_params=gate_params)
   both = {t: parallel.concat([stacks[vq.kind(t, mode)] for mode in modes]) for t in (1, vq.split_k)}
   log.info("grid: %d test images × %d ε × %d codebook sizes × %d training modes × %d purifiers × %d attacks "
            "+ undefended, one computation on %s (mesh model=%d batch=%d, model axis %s)", len(images), len(eps),
@@ -287,7 +295,7 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
                                                measure=measure)
   log.info("grid: compiled in %.1f s, ran in %.1f s", timing["compile_s"], timing["run_s"])
   acc_AxTxPxSxE = acc_MxAxPxE.reshape(len(modes), len(sizes), *acc_MxAxPxE.shape[1:]).transpose(2, 0, 3, 1, 4)
-  first_clean = {p.name: acc_AxTxPxSxE[0, 0, i] for i, p in enumerate(per_size)}
+  first_clean = {p.label: acc_AxTxPxSxE[0, 0, i] for i, p in enumerate(per_size)}
   best = {kind: sizes[best_index(first_clean[kind], eps, spec.best_eps_max)]
           for kind in ("no_split", "split") if kind in first_clean}
   timings, paired, split_k = [dict(what="grid", **timing)], None, None
@@ -297,16 +305,16 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
                             split_M=parallel.take(both[vq.split_k], pick("split")))
     log.info("grid: best pair No-Split K=%d + Split K=%d: %.1f s", best["no_split"], best["split"],
              t["compile_s"] + t["run_s"])
-    paired = Paired(best["no_split"], best["split"], tuple(p.name for p in pipelines),
+    paired = Paired(best["no_split"], best["split"], tuple(p.label for p in pipelines),
                     acc_TxAxPxE.transpose(1, 0, 2, 3))
     timings.append(dict(what="best pair", **t))
   if vq.split_ks:
-    known = {vq.split_kind(1 if p.name == "no_split" else vq.split_k): acc_AxTxPxSxE[:, 0, i]
-             for i, p in enumerate(per_size) if p.name in ("no_split", "split")}
+    known = {vq.split_kind(1 if p.label == "no_split" else vq.split_k): acc_AxTxPxSxE[:, 0, i]
+             for i, p in enumerate(per_size) if p.label in ("no_split", "split")}
     split_k, t = _split_k_grid(vq, stacks, run, known)
     timings += t
   return GridResult(attack=tuple(a.name for a in attack.attacks), training=tuple(modes),
-                    purifier=tuple(p.name for p in per_size), codebook_size=tuple(sizes), epsilon=tuple(eps),
+                    purifier=tuple(p.label for p in per_size), codebook_size=tuple(sizes), epsilon=tuple(eps),
                     accuracy=acc_AxTxPxSxE, undefended=undefended,
                     threat_model={a.name: attacks.describe(a) for a in attack.attacks}, pairing=spec.pairing,
                     best_eps_max=spec.best_eps_max, best_size=best, timing=tuple(timings), paired=paired,

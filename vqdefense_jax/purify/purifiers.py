@@ -14,10 +14,17 @@ tile, reassemble), the purifiers are exactly:
 
 The paper's names read backwards against their order of application; the
 definitions above follow its Sec. 4.1 text, which describes the order.
+
+Detect, then purify: a purifier with a `Gate` (a detector of manipulated images and its threshold)
+purifies only the images the detector flags and passes the others through unchanged, so clean images
+the detector lets through keep the classifier's clean accuracy. Its name is `detect_<purifier>`.
 """
 
 import dataclasses
+from typing import Any
 
+import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from vqdefense_jax.core import tiles
@@ -29,17 +36,57 @@ PURIFIERS = ("none", "no_split", "split", "vae_to_split", "split_to_vae")
 STAGES = {"none": (), "no_split": ("N",), "split": ("S",), "vae_to_split": ("S", "N"), "split_to_vae": ("N", "S")}
 
 
+GATED_PREFIX = "detect_"
+
+
+@dataclasses.dataclass(frozen=True)
+class Gate:
+  """A detector (a Flax module: images in [0, 1] -> (B,) logits of "manipulated") and the probability above
+  which an image is flagged. The detector sees each image as an 8-bit file would store it (as in its
+  training: detect/experiment.py quantises every image it sees).
+
+  `flags` is the hard decision the evaluation uses. `soft` is sigmoid(logit - logit(threshold)), 1/2 at the
+  threshold: a white-box attacker who knows the detector differentiates the gate through it
+  (`Purifier.differentiable`).
+  """
+  detector: nn.Module
+  threshold: float = 0.5
+
+  def logits(self, params: Any, x: jnp.ndarray) -> jnp.ndarray:
+    x8 = x + jax.lax.stop_gradient(jnp.round(jnp.clip(x, 0.0, 1.0) * 255) / 255 - x)  # straight through
+    return self.detector.apply({"params": params}, x8)
+
+  def flags(self, params: Any, x: jnp.ndarray) -> jnp.ndarray:
+    return jax.nn.sigmoid(self.logits(params, x)) > self.threshold
+
+  def soft(self, params: Any, x: jnp.ndarray) -> jnp.ndarray:
+    t = self.threshold
+    return jax.nn.sigmoid(self.logits(params, x) - jnp.log(t / (1 - t)))
+
+
+def _where(flag_B: jnp.ndarray, a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
+  return jnp.where(flag_B.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+
 @dataclasses.dataclass(frozen=True)
 class Purifier:
-  """Hashable by value, so equal purifiers share one compiled evaluation."""
+  """Hashable by value, so equal purifiers share one compiled evaluation. With a `gate`: detect, then purify."""
   name: str
   no_split: VQVAE
   split: VQVAE
   k: int
+  gate: Gate | None = None
 
   def __post_init__(self):
     if self.name not in STAGES:
       raise VQDefenseError(f"unknown purifier {self.name!r}; expected one of {', '.join(PURIFIERS)}")
+    if self.gate is not None and self.name == "none":
+      raise VQDefenseError("'none' purifies nothing: it takes no detector")
+
+  @property
+  def label(self) -> str:
+    """The name in results: `name`, or `detect_<name>` with a gate."""
+    return self.name if self.gate is None else GATED_PREFIX + self.name
 
   @property
   def stages(self) -> tuple[str, ...]:
@@ -50,18 +97,38 @@ class Purifier:
       return self.no_split.reconstruct(no_split_vars, x)
     return tiles.merge(self.split.reconstruct(split_vars, tiles.split(x, self.k)), self.k)
 
-  def __call__(self, no_split_vars: Variables, split_vars: Variables, x: jnp.ndarray) -> jnp.ndarray:
+  def purify(self, no_split_vars: Variables, split_vars: Variables, x: jnp.ndarray) -> jnp.ndarray:
+    """The stages, on every image (without the gate)."""
     for which in self.stages:
       x = self.stage(which, no_split_vars, split_vars, x)
     return x
 
+  def __call__(self, no_split_vars: Variables, split_vars: Variables, x: jnp.ndarray,
+               gate_params: Any = None) -> jnp.ndarray:
+    out = self.purify(no_split_vars, split_vars, x)
+    return out if self.gate is None else _where(self.gate.flags(gate_params, x), out, x)
+
+  def differentiable(self, no_split_vars: Variables, split_vars: Variables, x: jnp.ndarray,
+                     gate_params: Any = None) -> jnp.ndarray:
+    """What a white-box attacker differentiates: the purifier's value, and with a gate the gradient of the
+    soft gate x + s(x)·(P(x) − x), through the detector (an attacker who knows it)."""
+    if self.gate is None:
+      return self(no_split_vars, split_vars, x)
+    out = self.purify(no_split_vars, split_vars, x)
+    s = self.gate.soft(gate_params, x).reshape((-1,) + (1,) * (x.ndim - 1))
+    soft = x + s * (out - x)
+    return _where(self.gate.flags(gate_params, x), out, x) + soft - jax.lax.stop_gradient(soft)
+
 
 def apply_all(purifiers: tuple[Purifier, ...], no_split_vars: Variables, split_vars: Variables,
-              x: jnp.ndarray) -> list[jnp.ndarray]:
-  """Every purifier's output; a stage prefix they share (R_N(x), T_k(R_S)(x)) is computed once."""
-  done = {(): x}
+              x: jnp.ndarray, gate_params: Any = None) -> list[jnp.ndarray]:
+  """Every purifier's output; a stage prefix they share (R_N(x), T_k(R_S)(x)) and a gate's flags are computed
+  once."""
+  done, flags = {(): x}, {}
   for p in purifiers:
     for i in range(1, len(p.stages) + 1):
       if p.stages[:i] not in done:
         done[p.stages[:i]] = p.stage(p.stages[i - 1], no_split_vars, split_vars, done[p.stages[:i - 1]])
-  return [done[p.stages] for p in purifiers]
+    if p.gate is not None and p.gate not in flags:
+      flags[p.gate] = p.gate.flags(gate_params, x)
+  return [done[p.stages] if p.gate is None else _where(flags[p.gate], done[p.stages], x) for p in purifiers]

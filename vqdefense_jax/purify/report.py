@@ -16,6 +16,7 @@ from vqdefense_jax.core import attacks as attacks_lib
 from vqdefense_jax.core import files
 from vqdefense_jax.core import report as draw
 from vqdefense_jax.purify.grid import best_index
+from vqdefense_jax.purify.purifiers import GATED_PREFIX
 from vqdefense_jax.purify.results import GridResult
 
 plt = draw.plt
@@ -26,6 +27,22 @@ SHORT = {"no_split": "N", "split": "S"}
 TABLES = {"no_split": ("table2_no_split", "the paper's Table 2"), "split": ("table3_split", "the paper's Table 3"),
           "vae_to_split": ("table_vae_to_split", "the pipeline curves of the paper's Fig. 4"),
           "split_to_vae": ("table_split_to_vae", "the pipeline curves of the paper's Fig. 4")}
+
+
+def label(p: str) -> str:
+  """A purifier's display name; detect, then purify ('detect_<p>') included."""
+  if p.startswith(GATED_PREFIX):
+    return f"Detect, then {LABELS[p[len(GATED_PREFIX):]]}"
+  return LABELS.get(p, p)
+
+
+def table_of(p: str) -> tuple[str, str]:
+  """(file stem, what it mirrors) of a purifier's per-size table."""
+  if p.startswith(GATED_PREFIX):
+    return f"table_{p}", "no table of the paper (detect, then purify: only the images the detector flags)"
+  return TABLES[p]
+
+
 TRAINING = {"clean": "clean-trained VQ-VAEs",
             "adversarial": "adversarially trained VQ-VAEs (Defense-VAE style: FGSM inputs → clean targets)"}
 FIG4_SMALL_EPS = 0.08  # the ε range of the paper's Fig. 4(a)
@@ -145,8 +162,8 @@ def _render_slice(r: GridResult, target, i: int, j: int, figures: bool) -> None:
   tag = f"{_box(atk)} {atk}, {TRAINING.get(mode, mode)}"
   info = f"{r.threat_model[atk]}; {n} test images; {EPS_NOTE}; {COUNTING[r.counting]}"
   for p, acc_MxE in zip(r.purifier, acc_PxMxE):
-    stem, mirrors = TABLES[p]
-    draw.table(target, stem + sfx, f"{LABELS[p]} ({p}) accuracy by codebook size and ε, {tag}: analogue of "
+    stem, mirrors = table_of(p)
+    draw.table(target, stem + sfx, f"{label(p)} ({p}) accuracy by codebook size and ε, {tag}: analogue of "
                f"{mirrors}", info, ["codebook_size"], [[s] for s in sizes], acc_MxE, _eps_columns(r))
   if j == 0:  # the undefended classifier has no training mode
     draw.table(target, "table_undefended" + _suffix(i, atk), f"Undefended classifier accuracy by ε, {_box(atk)} "
@@ -176,7 +193,7 @@ def _render_slice(r: GridResult, target, i: int, j: int, figures: bool) -> None:
   _finish(fig, axes, "purifiers and pipelines vs ε (analogue of the paper's Fig. 4)\n" + title,
           target(f"fig4_pipelines{sfx}.png"))
   for p, acc_MxE in zip(r.purifier, acc_PxMxE):
-    draw.heatmap(acc_MxE, [str(s) for s in sizes], _eps_columns(r), f"{LABELS[p]} ({p}) accuracy\n{title}",
+    draw.heatmap(acc_MxE, [str(s) for s in sizes], _eps_columns(r), f"{label(p)} ({p}) accuracy\n{title}",
                  target(f"heatmap_{p}{sfx}.png"), xlabel="ε (pixel units)", ylabel="codebook size",
                  colorbar="test accuracy")
 
@@ -214,8 +231,8 @@ def _label(key: tuple, r: GridResult) -> str:
   if key[0] == "none":
     return "Original (undefended)"
   if key[1] == "paired":
-    return f"{LABELS[key[0]]}: N K={r.paired.no_split_size} + S K={r.paired.split_size}"
-  return f"{LABELS[key[0]]} K={key[1]}"
+    return f"{label(key[0])}: N K={r.paired.no_split_size} + S K={r.paired.split_size}"
+  return f"{label(key[0])} K={key[1]}"
 
 
 def _style(key: tuple, c: int, mode: str) -> dict:
@@ -237,7 +254,7 @@ def format_grid(r: GridResult) -> str:
   lines = [f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)}; {r.num_test_images} test images; "
            f"classifier clean accuracy {r.classifier_clean_accuracy:.4f}; ε in pixel units", COUNTING[r.counting]]
   for p, acc_MxE in zip(r.purifier, r.accuracy[0, 0]):
-    lines += ["", f"{LABELS.get(p, p)} ({p})   accuracy by ε", head("codebook size")]
+    lines += ["", f"{label(p)} ({p})   accuracy by ε", head("codebook size")]
     lines += [row(str(s), acc_E) for s, acc_E in zip(sizes, acc_MxE)]
   lines += ["", head(""), row("undefended", r.undefended[0])]
   best = ", ".join(f"{k} K={v}" for k, v in r.best_size.items())
