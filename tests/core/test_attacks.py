@@ -142,3 +142,96 @@ def test_bad_attacks_are_rejected():
   with pytest.raises(VQDefenseError, match="PRNG key"):
     f, x, y = _setup()
     attacks.pgd(f, x, y, jnp.array([0.1]), steps=1, step_size=1.0, random_start=True)
+
+
+def _linear(k=2, d=12, seed=7):
+  w = jax.random.normal(jax.random.key(seed), (d, k))
+  return w, (lambda v: v.reshape(v.shape[0], -1) @ w)
+
+
+def test_dlr_is_the_formula_and_invariant_to_shifting_and_scaling_logits():
+  z = jnp.array([[3.0, 1.0, 2.0, -1.0], [0.5, 4.0, 1.0, 0.0]])
+  y = jnp.array([0, 2])
+  # image 0: z_y = 3 is the largest; max other 2; sorted 3, 2, 1 -> -(3 - 2) / (3 - 1)
+  # image 1: z_y = 1; max other 4; sorted 4, 1, 0.5 -> -(1 - 4) / (4 - 0.5)
+  np.testing.assert_allclose(attacks.dlr(z, y), [-0.5, 3 / 3.5], rtol=1e-6)
+  np.testing.assert_allclose(attacks.dlr(7.0 * z - 3.0, y), attacks.dlr(z, y), rtol=1e-5)
+
+
+def test_apgd_checkpoints_follow_croce_and_hein():
+  assert attacks.apgd_checkpoints(100) == (0, 22, 41, 57, 70, 80, 87, 93, 99)
+
+
+def test_apgd_keeps_its_best_loss_and_stays_in_the_ball_and_the_box():
+  f, x, y = _setup()
+  eps = jnp.array([0.05, 0.3])
+  x_adv, tr = attacks.apgd(f, x, y, eps, steps=20, key=jax.random.key(0), trace=True)
+  chex.assert_shape(x_adv, (2, 6, 16, 16, 1))
+  best = np.asarray(tr["best_loss"])                              # (steps, E·B)
+  assert best.shape == (20, 12)
+  assert np.all(np.diff(best, axis=0) >= 0)                       # the best loss never decreases
+  for e, xa in zip(eps, x_adv):
+    assert float(jnp.abs(xa - x).max()) <= float(e) + 1e-6 and float(xa.min()) >= 0 and float(xa.max()) <= 1
+  # It returns the best point: its loss is the last best loss.
+  ce = attacks.per_image_loss(f(x_adv.reshape((-1,) + x.shape[1:])), jnp.tile(y, 2))
+  np.testing.assert_allclose(ce, best[-1], rtol=1e-4, atol=1e-5)
+  assert np.all(best[-1] >= best[0])
+
+
+def test_apgd_halves_its_step_only_at_checkpoints_when_progress_stalls():
+  x = jax.random.uniform(jax.random.key(0), (3, 2, 2, 3))
+  y = jnp.zeros(3, jnp.int32)
+  flat_f = lambda v: jnp.zeros((v.shape[0], 4)) + 0.0 * v.sum()  # a loss no step can raise: every checkpoint stalls
+  _, tr = attacks.apgd(flat_f, x, y, jnp.array([0.1]), steps=30, key=jax.random.key(1), trace=True)
+  eta = np.asarray(tr["eta"])[:, 0]
+  ckpts = [c for c in attacks.apgd_checkpoints(30) if c > 0]
+  halvings = [k for k in range(1, 30) if eta[k] != eta[k - 1]]
+  assert halvings == [c + 1 for c in ckpts]  # η⁽ʷ⁺¹⁾ halves after each checkpoint w, nowhere else
+  np.testing.assert_allclose(eta[-1], 0.2 / 2 ** len(ckpts), rtol=1e-6)
+  # A loss that keeps rising (linear in x, far from the box) never halves the step.
+  w, f = _linear(k=3, d=12)
+  x = jnp.full((2, 2, 2, 3), 0.5)
+  _, tr = attacks.apgd(f, x, jnp.array([0, 1]), jnp.array([0.01]), steps=10, random_start=False, trace=True)
+  assert np.all(np.asarray(tr["eta"])[:3] == 0.02)
+
+
+def test_apgd_finds_the_optimum_of_a_linear_model():
+  w, f = _linear(k=2, d=12)
+  x = jax.random.uniform(jax.random.key(2), (4, 2, 2, 3), minval=0.2, maxval=0.8)
+  y = jnp.array([0, 1, 0, 1])
+  eps = 0.1
+  # CE of two linear logits grows with (w_other − w_y)·x: the optimum is the corner x + ε·sign(w_other − w_y).
+  direction = jnp.sign(w[:, 1 - y] - w[:, y]).T.reshape(x.shape)
+  best = jnp.clip(x + eps * direction, 0, 1)
+  for loss in ("ce",):  # (DLR needs 3 or more classes)
+    x_adv = attacks.apgd(f, x, y, jnp.array([eps]), steps=10, key=jax.random.key(3), loss=loss)[0]
+    np.testing.assert_allclose(x_adv, best, atol=1e-6)
+
+
+def test_apgd_through_run_and_its_names():
+  a = attacks.Attack("ste_apgd", steps=5, loss="dlr", restarts=3)
+  assert a.iterative and a.white_box and a.method == "apgd" and a.grey_box().name == "apgd"
+  assert "APGD, 5 steps" in attacks.describe(a) and "DLR loss, 3 restarts" in attacks.describe(a)
+  f, x, y = _setup()
+  x_adv = attacks.run(attacks.Attack("apgd", steps=4), f, x, y, jnp.array([0.1]), key=jax.random.key(0))
+  assert float(jnp.abs(x_adv[0] - x).max()) <= 0.1 + 1e-6
+  with pytest.raises(VQDefenseError, match="restarts"):
+    attacks.Attack("fgsm", restarts=2)
+  with pytest.raises(VQDefenseError, match="loss"):
+    attacks.Attack("pgd", loss="hinge")
+
+
+def test_the_attack_section_reads_restarts_loss_and_convergence_steps():
+  from vqdefense_jax.core import config as core_config  # pylint: disable=g-import-not-at-top
+  s = core_config.attack_section()
+  s.names, s.restarts, s.loss, s.convergence_steps = ("fgsm", "ste_apgd"), 3, "dlr", (10, 50)
+  spec = attacks.AttackSpec.from_config(s)
+  fgsm, apgd = spec.attacks
+  assert fgsm.restarts == 1 and apgd.restarts == 3 and apgd.loss == "dlr"  # one-step attacks have no restarts
+  assert spec.convergence_steps == (10, 50)
+  s.names = ("fgsm",)
+  with pytest.raises(VQDefenseError, match="needs an iterative attack"):
+    attacks.AttackSpec.from_config(s)
+  s.names, s.convergence_steps = ("pgd",), (10, 10)
+  with pytest.raises(VQDefenseError, match="distinct step counts"):
+    attacks.AttackSpec.from_config(s)

@@ -60,15 +60,19 @@ def test_adversarial_training_pairs_differ_from_the_clean_images_by_at_most_eps(
 
 
 def test_grid_axes_and_shapes(results):
-  assert results.attack == ATTACKS and results.training == ("clean", "adversarial")
-  chex.assert_shape(results.accuracy, (4, 2, 4, 2, 3))
-  chex.assert_shape(results.undefended, (4, 3))
-  chex.assert_shape(results.split_k.accuracy, (4, 3, 2, 3))
+  assert results.attack == ATTACKS + ("worst_case",) and results.training == ("clean", "adversarial")
+  chex.assert_shape(results.accuracy, (5, 2, 4, 2, 3))
+  chex.assert_shape(results.undefended, (5, 3))
+  chex.assert_shape(results.split_k.accuracy, (5, 3, 2, 3))
   assert results.threat_model["fgsm"].startswith("grey-box")
   assert results.threat_model["ste_pgd"].startswith("white-box")
+  assert results.threat_model["worst_case"].startswith("per image, the worst case over fgsm, pgd")
   # Against no purifier, a white-box attack is its grey-box version.
   und = results.undefended
   np.testing.assert_array_equal(und[2], und[0])                     # bpda_fgsm = fgsm
+  # The worst case is never above any single attack.
+  assert np.all(results.accuracy[4] <= results.accuracy[:4].min(axis=0) + 1e-12)
+  assert np.all(und[4] <= und[:4].min(axis=0) + 1e-12)
 
 
 def test_split_k_rows_equal_the_split_purifier_run_with_k_tiles(trained_beyond, results):

@@ -194,3 +194,70 @@ def test_detect_then_purify_is_the_purifier_when_all_are_flagged_and_undefended_
   np.testing.assert_allclose(und_white, undefended, atol=1e-12)
   np.testing.assert_allclose(acc_white[:, 0, 2:], np.broadcast_to(undefended[0], acc_white[:, 0, 2:].shape),
                              atol=1.5 / len(ds.test_images))
+
+
+def _restart_oracle(t, atk, seed, restarts):
+  """Per image and ε: right under every restart? A direct evaluation, one restart key at a time (N, E)."""
+  f = classifier.logits_fn(t.cls)
+  no_split = parallel.take(t.stacks[t.exp.vq.kind(1)], 0)
+  pur = Purifier("no_split", t.exp.vq.model, t.exp.vq.model, 2)
+  x, y = jnp.asarray(t.ds.test_images), jnp.asarray(t.ds.test_labels)
+  eps = jnp.asarray(t.exp.attack.epsilons)
+  ok = []
+  for r in range(restarts):
+    key = grid.restart_key(jax.random.key(seed), r)
+    x_adv = attacks.run(atk, f, x, y, eps, key=key, index_B=jnp.arange(len(x)))      # (E, N, ...)
+    pred = jnp.argmax(f(pur(no_split, None, x_adv.reshape((-1,) + x.shape[1:]))), -1).reshape(x_adv.shape[:2])
+    ok.append(np.asarray(pred == y[None]))
+  return np.all(ok, axis=0)
+
+
+@pytest.mark.slow
+def test_restarts_count_an_image_only_if_it_survives_every_restart(trained):
+  t = trained
+  stacks, _, mesh = _counts_inputs(t)
+  purifiers = grid.make_purifiers(t.exp.vq, ("no_split",))
+  base = attacks.Attack("pgd", steps=2, step_size=0.5)
+  run = lambda atk: grid.run_counts(purifiers, "map", mesh, t.cls, parallel.take(stacks["no_split"], np.array([0])),
+                                    parallel.take(stacks["split"], np.array([0])), t.ds.test_images, t.ds.test_labels,
+                                    t.exp.attack.epsilons, 40, attack_list=(atk,), seed=3)
+  for restarts in (1, 3):
+    atk = dataclasses.replace(base, restarts=restarts)
+    _, acc, _, _ = run(atk)
+    np.testing.assert_allclose(acc[0, 0, 0], _restart_oracle(t, base, 3, restarts).mean(axis=1), atol=1e-12)
+  one, three = run(base)[1], run(dataclasses.replace(base, restarts=3))[1]
+  assert np.all(three <= one) and np.any(three < one)  # more restarts: never more robust, here less
+  picked = run(dataclasses.replace(base, restarts=3, restart_pick="classifier"))[1]
+  assert np.all(picked >= three)  # one restart per image (the classifier's pick) is weaker than the worst case
+
+
+def test_the_worst_case_row_is_right_only_where_every_attack_is(trained):
+  t = trained
+  stacks, purifiers, mesh = _counts_inputs(t)
+  atks = (attacks.Attack("fgsm"), attacks.Attack("ste_fgsm"))
+  und, acc, _, (clean, pred_und, pred) = grid.run_counts(
+      purifiers, "map", mesh, t.cls, stacks["no_split"], stacks["split"], t.ds.test_images, t.ds.test_labels,
+      t.exp.attack.epsilons, 16, attack_list=atks, measure=grid.Measure(predictions=True))
+  assert grid.attack_names(atks) == ("fgsm", "ste_fgsm", "worst_case")
+  chex.assert_shape(acc, (2, 3, 4, len(t.exp.attack.epsilons)))
+  y = t.ds.test_labels
+  right = pred == y                                                     # (M, A, P, E, N)
+  np.testing.assert_array_equal(right[:, 2], right[:, 0] & right[:, 1])
+  np.testing.assert_allclose(acc[:, 2], right[:, 2].mean(-1), atol=1e-12)
+  np.testing.assert_allclose(und[2], ((pred_und[0] == y) & (pred_und[1] == y)).mean(-1), atol=1e-12)
+  assert np.all(acc[:, 2] <= np.minimum(acc[:, 0], acc[:, 1]) + 1e-12)
+
+
+@pytest.mark.slow
+def test_the_convergence_check_reruns_the_iterative_attacks_at_each_step_count(trained):
+  t = trained
+  exp = t.exp
+  spec = attacks.AttackSpec((attacks.Attack("fgsm"), attacks.Attack("pgd", steps=2)), exp.attack.epsilons, (1, 2))
+  res = grid.run_grid(exp.vq, spec, exp.eval.purifiers, exp.grid, "map", exp.seed, t.cls, t.stacks,
+                      t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
+  c = res.convergence
+  assert c.steps == (1, 2) and c.attack == ("pgd",)                  # the iterative attacks only
+  chex.assert_shape(c.accuracy, (2, 1) + res.accuracy.shape[1:])
+  np.testing.assert_allclose(c.accuracy[1, 0], res.accuracy[1], atol=1e-12)   # 2 steps: the main grid's pgd row
+  np.testing.assert_allclose(c.undefended[1, 0], res.undefended[1], atol=1e-12)
+  assert [d["what"] for d in res.timing] == ["grid", "convergence steps=1", "convergence steps=2"]

@@ -10,7 +10,7 @@ import pytest
 
 from vqdefense_jax.core import report as draw
 from vqdefense_jax.purify import grid, report
-from vqdefense_jax.purify.results import Figure, GridResult, Paired, Predictions, SplitK
+from vqdefense_jax.purify.results import Convergence, Figure, GridResult, Paired, Predictions, SplitK
 from vqdefense_jax.core.errors import VQDefenseError
 
 PURIFIERS = ["no_split", "split", "vae_to_split", "split_to_vae"]
@@ -300,3 +300,29 @@ def test_predictions_round_trip_and_give_either_counting_rule(tmp_path):
   # Grids saved without the option (or before it existed) load with counting 'final' and no predictions.
   make_results("same", split_ks=()).save(str(tmp_path))
   assert GridResult.load(str(tmp_path)).predictions is None
+
+
+def test_convergence_and_worst_case_rows_round_trip_and_render(tmp_path):
+  rng = np.random.default_rng(1)
+  attacks = ["fgsm", "bpda_pgd", "worst_case"]
+  threats = dict(THREATS, worst_case="per image, the worst case over fgsm, bpda_pgd")
+  base = make_results(attacks=attacks[:2], training=["clean"], split_ks=())
+  a = len(attacks)
+  base = dataclasses.replace(base, attack=tuple(attacks), accuracy=rng.uniform(0, 1, (a,) + base.accuracy.shape[1:]),
+                             undefended=rng.uniform(0, 1, (a, len(EPS))))
+  conv = Convergence((10, 20, 50), ("bpda_pgd",), rng.uniform(0, 1, (3, 1, 1, 4, len(SIZES), len(EPS))),
+                     rng.uniform(0, 1, (3, 1, len(EPS))))
+  results = dataclasses.replace(base, threat_model=threats, convergence=conv)
+  report.save(results, str(tmp_path))
+  loaded = GridResult.load(str(tmp_path))
+  assert loaded.convergence.steps == (10, 20, 50) and loaded.convergence.attack == ("bpda_pgd",)
+  np.testing.assert_array_equal(loaded.convergence.accuracy, conv.accuracy)
+  rows = read_csv(os.path.join(tmp_path, "table_convergence.csv"))
+  assert rows[0][:5] == ["attack", "threat_model", "purifier", "codebook_size", "steps"]
+  assert len(rows) == 1 + 3 * (1 + len(PURIFIERS))                    # per step count: undefended + each purifier
+  undefended = [r for r in rows[1:] if r[2] == "none"]
+  assert [r[4] for r in undefended] == ["10", "20", "50"]
+  np.testing.assert_allclose([float(v) for v in undefended[1][5:]], conv.undefended[1, 0], atol=5e-5)
+  assert os.path.exists(os.path.join(tmp_path, "fig_convergence.png"))
+  attack_rows = read_csv(os.path.join(tmp_path, "table_attacks.csv"))
+  assert {r[0] for r in attack_rows[1:]} == set(attacks) and any(r[1] == "worst case" for r in attack_rows[1:])

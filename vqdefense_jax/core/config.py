@@ -178,10 +178,16 @@ def classifier_section() -> ml_collections.ConfigDict:
 def attack_section() -> ml_collections.ConfigDict:
   """Read by `attacks.AttackSpec.from_config`."""
   s = ml_collections.ConfigDict()
-  s.names = ("fgsm",)            # grid axis; fgsm, pgd (grey-box), bpda_fgsm, bpda_pgd, ste_fgsm, ste_pgd
-  s.pgd_steps = 10               # PGD iterations (*pgd attacks)
-  s.pgd_step_size = 0.25         # PGD step as a fraction of ε
-  s.pgd_random_start = True      # PGD starts uniformly in the ε-ball (per image, from seed and index)
+  s.names = ("fgsm",)            # grid axis: fgsm, pgd, apgd (grey-box); bpda_* and ste_* of each (white-box)
+  s.pgd_steps = 10               # iterations of the iterative attacks (pgd, apgd: gradient evaluations)
+  s.pgd_step_size = 0.25         # PGD step as a fraction of ε (APGD starts at 2ε and halves it itself)
+  s.pgd_random_start = True      # iterative attacks start uniformly in the ε-ball (per image, seed and index)
+  s.loss = "ce"                  # what iterative attacks maximise: 'ce' or 'dlr' (difference of logits ratio)
+  s.restarts = 1                 # random starts of each iterative attack: an image counts as robust only if it
+                                 # survives every one (and, with several attacks, every attack: 'worst_case')
+  s.restart_pick = "defended"    # grey-box restarts judged on the 'defended' prediction, or the one with the
+                                 # highest loss of the 'classifier' alone (strictly grey-box)
+  s.convergence_steps = ()       # also run the iterative attacks with these step counts (e.g. 10, 20, 50, 100)
   s.epsilons = PAPER_EPSILONS    # pixel units; the paper's tables print them ×10
   return s
 

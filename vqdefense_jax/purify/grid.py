@@ -48,7 +48,7 @@ from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
 from vqdefense_jax.purify.purifiers import Gate, Purifier, apply_all
-from vqdefense_jax.purify.results import GridResult, Paired, Predictions, SplitK
+from vqdefense_jax.purify.results import Convergence, GridResult, Paired, Predictions, SplitK
 
 log = logging.getLogger(__name__)
 # The progress bar of the running grid; the compiled scan reports each finished chunk to it (host callback).
@@ -61,6 +61,40 @@ def _chunk_done(_) -> None:
 
 
 COUNTING = ("final", "clean_and_final")  # see `grid_counts_fn`
+WORST = "worst_case"  # the attack row of the per-image worst case over every attack (when there are several)
+
+
+def attack_names(attack_list) -> tuple[str, ...]:
+  """The grid's attack axis: each attack, then `worst_case` when there are several."""
+  names = tuple(a.name for a in attack_list)
+  return names + ((WORST,) if len(names) > 1 else ())
+
+
+def worst(pred_RxXxB: jnp.ndarray, y_B: jnp.ndarray) -> jnp.ndarray:
+  """The per-image worst case over the leading axis (restarts or attacks): each image's first wrong prediction,
+  or its first prediction when none is wrong. An image is right in the result only if it is right in every row."""
+  wrong = pred_RxXxB != jnp.broadcast_to(y_B, pred_RxXxB.shape)
+  first = jnp.argmax(wrong, axis=0)[None]
+  return jnp.take_along_axis(pred_RxXxB, first, axis=0)[0]
+
+
+def restart_key(key: jax.Array, r) -> jax.Array:
+  """Restart r's key: `key` itself for r = 0 (so one restart is the attack as before), else fold_in(key, r)."""
+  data = jnp.where(r == 0, jax.random.key_data(key), jax.random.key_data(jax.random.fold_in(key, r)))
+  return jax.random.wrap_key_data(data)
+
+
+def _each(fn, xs_RxX: jnp.ndarray) -> jnp.ndarray:
+  """fn over the leading axis (lax.map), or a plain call when it has length 1 (the graph of one restart is
+  the graph without restarts)."""
+  return fn(xs_RxX[0])[None] if xs_RxX.shape[0] == 1 else jax.lax.map(fn, xs_RxX)
+
+
+def over_restarts(atk: attacks.Attack, fn, key: jax.Array) -> jnp.ndarray:
+  """fn(key of restart r) stacked over the attack's restarts: (R, ...); one compiled body (lax.map)."""
+  if atk.restarts == 1:
+    return fn(key)[None]
+  return jax.lax.map(lambda r: fn(restart_key(key, r)), jnp.arange(atk.restarts))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +126,13 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   output holds every image's predictions: clean (C, B), undefended (C, A, E, B)
   and defended (C, M, A, P, E, B). `gate_params` are the params of the detector of
   the purifiers that have a gate (detect, then purify), shared by every model.
+
+  An attack with `restarts` R runs R times (random starts keyed by (seed, restart,
+  image index)) and an image counts as correct only if every restart leaves it
+  correct (grey-box with `restart_pick='classifier'`: the restart with the
+  highest loss of the classifier alone). With several attacks, the attack axis
+  ends with `worst_case` (A = attacks + 1): right only if right under every
+  attack.
   """
 
   def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params):
@@ -102,8 +143,9 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
     def chunk(carry, batch):
       x_BxHxWx1, y_B, w_B, index_B = batch
       flat = lambda x_ExB: x_ExB.reshape((-1,) + x_BxHxWx1.shape[1:])
-      attack = lambda atk, purify=None: flat(attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=key,
-                                                         index_B=index_B))
+      attack = lambda atk, purify=None, k=key: flat(attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=k,
+                                                                index_B=index_B))
+      y_EB = jnp.tile(y_B, e)
       clean_B = jnp.argmax(f(x_BxHxWx1), -1)
       if measure.counting == "clean_and_final":  # an image the classifier gets wrong clean never counts
         w_B = w_B * (clean_B == y_B)
@@ -115,31 +157,47 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
         at = lambda v_B: jnp.broadcast_to(v_B, pred_xB.shape)
         return jnp.sum((pred_xB == at(y_B)) * at(w_B), axis=-1, dtype=jnp.int32)
 
+      def grey_box(atk):
+        """(R, E·B, ...) adversarial images of every restart; one (the classifier's pick) with restart_pick
+        'classifier'."""
+        adv_R = over_restarts(atk, lambda k: attack(atk, k=k), key)
+        if atk.restarts == 1 or atk.restart_pick == "defended":
+          return adv_R
+        loss_RxN = jax.vmap(lambda a: attacks.per_image_loss(f(a), y_EB, atk.loss))(adv_R)
+        pick = jnp.argmax(loss_RxN, axis=0).reshape((1, -1) + (1,) * (adv_R.ndim - 2))
+        return jnp.take_along_axis(adv_R, pick, axis=0)
+
       # Attacks on the classifier alone: computed once, shared by every model and purifier.
-      grey = {atk: attack(atk) for atk in dict.fromkeys(atk.grey_box() for atk in attack_list)}
+      grey = {atk: grey_box(atk) for atk in dict.fromkeys(atk.grey_box() for atk in attack_list)}
+      with_worst = lambda pred_AxXxB: (jnp.concatenate([pred_AxXxB, worst(pred_AxXxB, y_B)[None]])
+                                       if len(attack_list) > 1 else pred_AxXxB)
 
       def one_model(no_split, split):
         rows = []
         for atk in attack_list:
-          if atk.white_box:  # through the purifier (and the detector of a gated one)
-            outs = [pur(no_split, split, attack(atk, functools.partial(pur.differentiable, no_split, split,
-                                                                       gate_params=gate_params)), gate_params)
-                    for pur in purifiers]
+          if atk.white_box:  # through the purifier (and the detector of a gated one); every restart
+            through = lambda pur, k: pur(no_split, split, attack(atk, functools.partial(
+                pur.differentiable, no_split, split, gate_params=gate_params), k), gate_params)
+            rows.append(jnp.stack([worst(over_restarts(atk, lambda k, pur=pur: predict(through(pur, k)), key), y_B)
+                                   for pur in purifiers]))
           else:
-            outs = apply_all(purifiers, no_split, split, grey[atk], gate_params)
-          rows.append(jnp.stack([predict(out) for out in outs]))
-        pred_AxPxExB = jnp.stack(rows)
+            pred_RxPxExB = _each(lambda adv: jnp.stack([predict(o) for o in apply_all(
+                purifiers, no_split, split, adv, gate_params)]), grey[atk])
+            rows.append(worst(pred_RxPxExB, y_B))
+        pred_AxPxExB = with_worst(jnp.stack(rows))
         return correct(pred_AxPxExB), pred_AxPxExB.astype(jnp.int8) if measure.predictions else None
 
       undefended_AxE, defended_MxAxPxE = carry
       defended, pred_M = parallel.over_models(one_model, model_axis)(no_split_M, split_M)
       jax.debug.callback(_chunk_done, defended[0, 0, 0, 0])  # after this chunk's results exist
-      pred_undefended = jnp.stack([predict(grey[atk.grey_box()]) for atk in attack_list])
+      pred_undefended = with_worst(jnp.stack([worst(_each(predict, grey[atk.grey_box()]), y_B)
+                                              for atk in attack_list]))
       carry = (undefended_AxE + correct(pred_undefended), defended_MxAxPxE + defended)
       preds = (clean_B.astype(jnp.int8), pred_undefended.astype(jnp.int8), pred_M) if measure.predictions else None
       return carry, preds
 
-    init = (jnp.zeros((a, e), jnp.int32), jnp.zeros((m, a, p, e), jnp.int32))
+    a_rows = a + 1 if a > 1 else a  # the worst case over attacks
+    init = (jnp.zeros((a_rows, e), jnp.int32), jnp.zeros((m, a_rows, p, e), jnp.int32))
     (undefended, defended), preds = jax.lax.scan(chunk, init, (x_CxBxHxWx1, y_CxB, w_CxB, index_CxB))
     return jax.lax.psum(undefended, "batch"), jax.lax.psum(defended, "batch"), preds
 
@@ -294,7 +352,7 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
   undefended, acc_MxAxPxE, timing, preds = run(per_size, no_split_M=both[1], split_M=both[vq.split_k],
                                                measure=measure)
   log.info("grid: compiled in %.1f s, ran in %.1f s", timing["compile_s"], timing["run_s"])
-  acc_AxTxPxSxE = acc_MxAxPxE.reshape(len(modes), len(sizes), *acc_MxAxPxE.shape[1:]).transpose(2, 0, 3, 1, 4)
+  acc_AxTxPxSxE = _by_axes(acc_MxAxPxE, len(modes), len(sizes))
   first_clean = {p.label: acc_AxTxPxSxE[0, 0, i] for i, p in enumerate(per_size)}
   best = {kind: sizes[best_index(first_clean[kind], eps, spec.best_eps_max)]
           for kind in ("no_split", "split") if kind in first_clean}
@@ -308,17 +366,51 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
     paired = Paired(best["no_split"], best["split"], tuple(p.label for p in pipelines),
                     acc_TxAxPxE.transpose(1, 0, 2, 3))
     timings.append(dict(what="best pair", **t))
+  convergence = None
+  if attack.convergence_steps:
+    convergence, t = _convergence(attack, per_size, run, both, vq.split_k, len(modes), len(sizes))
+    timings += t
   if vq.split_ks:
     known = {vq.split_kind(1 if p.label == "no_split" else vq.split_k): acc_AxTxPxSxE[:, 0, i]
              for i, p in enumerate(per_size) if p.label in ("no_split", "split")}
     split_k, t = _split_k_grid(vq, stacks, run, known)
     timings += t
-  return GridResult(attack=tuple(a.name for a in attack.attacks), training=tuple(modes),
+  return GridResult(attack=attack_names(attack.attacks), training=tuple(modes),
                     purifier=tuple(p.label for p in per_size), codebook_size=tuple(sizes), epsilon=tuple(eps),
                     accuracy=acc_AxTxPxSxE, undefended=undefended,
-                    threat_model={a.name: attacks.describe(a) for a in attack.attacks}, pairing=spec.pairing,
+                    threat_model=threat_models(attack.attacks), pairing=spec.pairing,
                     best_eps_max=spec.best_eps_max, best_size=best, timing=tuple(timings), paired=paired,
-                    split_k=split_k, counting=measure.counting, predictions=_predictions(preds, labels, len(modes)))
+                    split_k=split_k, counting=measure.counting, predictions=_predictions(preds, labels, len(modes)),
+                    convergence=convergence)
+
+
+def _by_axes(acc_MxAxPxE: np.ndarray, num_modes: int, num_sizes: int) -> np.ndarray:
+  """run_counts' (M = mode × size, A, P, E) on the axes of GridResult: (A, T, P, S, E)."""
+  return acc_MxAxPxE.reshape(num_modes, num_sizes, *acc_MxAxPxE.shape[1:]).transpose(2, 0, 3, 1, 4)
+
+
+def _convergence(attack: AttackSpec, purifiers, run, both, split_k: int, num_modes: int,
+                 num_sizes: int) -> tuple[Convergence, list[dict]]:
+  """The iterative attacks at every attack.convergence_steps, one compiled call per step count."""
+  iterative = tuple(a for a in attack.attacks if a.iterative)
+  acc, und, timing = [], [], []
+  for k in attack.convergence_steps:
+    at_k = tuple(dataclasses.replace(a, steps=k) for a in iterative)
+    u, a, t, _ = run(purifiers, no_split_M=both[1], split_M=both[split_k], attack_list=at_k)
+    log.info("grid: iterative attacks at %d steps: %.1f s", k, t["compile_s"] + t["run_s"])
+    acc.append(_by_axes(a, num_modes, num_sizes))
+    und.append(u)
+    timing.append(dict(what=f"convergence steps={k}", **t))
+  return Convergence(tuple(attack.convergence_steps), attack_names(iterative), np.stack(acc), np.stack(und)), timing
+
+
+def threat_models(attack_list) -> dict[str, str]:
+  """One line per row of the attack axis (`attack_names`)."""
+  out = {a.name: attacks.describe(a) for a in attack_list}
+  if len(attack_list) > 1:
+    out[WORST] = (f"per image, the worst case over {', '.join(a.name for a in attack_list)}: an image counts as "
+                  "robust only if no attack (and no restart) fooled it; white-box if any of them is")
+  return out
 
 
 def _predictions(preds, labels: np.ndarray, num_modes: int) -> Predictions | None:

@@ -15,7 +15,7 @@ import numpy as np
 from vqdefense_jax.core import attacks as attacks_lib
 from vqdefense_jax.core import files
 from vqdefense_jax.core import report as draw
-from vqdefense_jax.purify.grid import best_index
+from vqdefense_jax.purify.grid import WORST, best_index
 from vqdefense_jax.purify.purifiers import GATED_PREFIX
 from vqdefense_jax.purify.results import GridResult
 
@@ -70,6 +70,8 @@ def render(result: GridResult, workdir: str) -> list[str]:
 
 
 def _box(attack: str) -> str:
+  if attack == WORST:
+    return "worst case"
   return attacks_lib.Attack(attack).threat_model
 
 
@@ -104,6 +106,8 @@ def _render(r: GridResult, target) -> None:
     _render_attacks(r, target, slices)
   if r.split_k is not None:
     _render_split_k(r, target)
+  if r.convergence is not None:
+    _render_convergence(r, target)
   if r.figure is not None:
     f = r.figure
     draw.image_grid(f.images, list(f.rows), [f"ε={e:g}" for e in f.epsilons],
@@ -132,6 +136,40 @@ def _render_attacks(r: GridResult, target, slices) -> None:
   training = (f"solid: {TRAINING['clean']}, dashed: {TRAINING['adversarial']}" if len(r.training) > 1
               else TRAINING.get(r.training[0], r.training[0]))
   _finish(fig, axes, f"accuracy by attack ({n} test images); {training}", target("fig_attacks.png"))
+
+
+def _render_convergence(r: GridResult, target) -> None:
+  """`table_convergence` and `fig_convergence`: accuracy of the iterative attacks against their step count
+  (clean-trained VQ-VAEs; each purifier at the size of its curve in the main tables)."""
+  c, eps, n = r.convergence, np.asarray(r.epsilon), r.num_test_images
+  sizes = list(r.codebook_size)
+  size_of = {key[0]: key[1] for key, _ in _curves(r, 0, 0) if key[0] != "none"}
+  rows, labels = [], []
+  for a, atk in enumerate(c.attack):
+    for s, steps in enumerate(c.steps):
+      labels.append([atk, _box(atk), "none", "-", steps])
+      rows.append(c.undefended[s, a])
+      for p, name in enumerate(r.purifier):
+        size = size_of.get(name)
+        m = sizes.index(size) if size in sizes else 0
+        labels.append([atk, _box(atk), name, sizes[m], steps])
+        rows.append(c.accuracy[s, a, 0, p, m])
+  draw.table(target, "table_convergence", "Convergence check: accuracy of the iterative attacks by number of steps "
+             f"({TRAINING['clean']}); flat in the steps means the attack has converged", f"{n} test images; "
+             f"{EPS_NOTE}; {COUNTING[r.counting]}. Threat models (at the main grid's step count):\n\n"
+             + _threats(r, [a for a in c.attack if a in r.threat_model]),
+             ["attack", "threat_model", "purifier", "codebook_size", "steps"], labels, rows, _eps_columns(r))
+  fig, axes = draw.panels(len(c.attack))
+  for a, (ax, atk) in enumerate(zip(axes, c.attack)):
+    ax.plot(c.steps, c.undefended[:, a, -1], marker="o", ms=3, color="black", ls="--", label=label("none"))
+    for p, name in enumerate(r.purifier):
+      size = size_of.get(name)
+      m = sizes.index(size) if size in sizes else 0
+      ax.plot(c.steps, c.accuracy[:, a, 0, p, m, -1], marker="o", ms=3, label=f"{label(name)} K={sizes[m]}")
+    ax.set_xscale("log")
+    ax.set_title(f"{atk} ({_box(atk)})", fontsize=9)
+  draw.finish(fig, axes, f"accuracy at ε = {eps[-1]:g} against attack steps ({n} test images)",
+              target("fig_convergence.png"), xlabel="attack steps", ylabel="test accuracy")
 
 
 def _render_split_k(r: GridResult, target) -> None:

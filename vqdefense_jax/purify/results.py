@@ -41,6 +41,15 @@ class SplitK:
 
 
 @dataclasses.dataclass(frozen=True)
+class Convergence:
+  """The iterative attacks again at every attack.convergence_steps: has the accuracy flattened?"""
+  steps: tuple[int, ...]
+  attack: tuple[str, ...]               # the iterative attacks (and worst_case when several)
+  accuracy: np.ndarray                  # (S, A', T, P, M, E)
+  undefended: np.ndarray                # (S, A', E)
+
+
+@dataclasses.dataclass(frozen=True)
 class Predictions:
   """Every test image's predicted class in the main grid call (int8)."""
   labels: np.ndarray                    # (N,)
@@ -91,6 +100,7 @@ class GridResult:
   classifier_clean_accuracy: float = float("nan")
   counting: str = "final"               # how `accuracy` and `undefended` count (Predictions.accuracy)
   predictions: Predictions | None = None
+  convergence: Convergence | None = None
   run: dict[str, Any] = dataclasses.field(default_factory=dict)      # device, mesh, wall time, jax version
   config: dict[str, Any] = dataclasses.field(default_factory=dict)   # the resolved config
 
@@ -125,6 +135,8 @@ class GridResult:
                            purifier=list(self.paired.purifier), accuracy=self.paired.accuracy.tolist())
     if self.split_k is not None:
       out["split_k"] = dict(k=list(self.split_k.k), accuracy=self.split_k.accuracy.tolist())
+    if self.convergence is not None:
+      out["convergence"] = dict(steps=list(self.convergence.steps), attack=list(self.convergence.attack))
     if self.figure is not None:
       f = self.figure
       out["figure"] = dict(rows=list(f.rows), epsilons=list(f.epsilons), no_split_size=f.no_split_size,
@@ -145,6 +157,9 @@ class GridResult:
       a["split_k_accuracy"] = np.asarray(self.split_k.accuracy, np.float64)
     if self.figure is not None:
       a["figure"] = np.asarray(self.figure.images, np.float32)
+    if self.convergence is not None:
+      a["convergence_accuracy"] = np.asarray(self.convergence.accuracy, np.float64)
+      a["convergence_undefended"] = np.asarray(self.convergence.undefended, np.float64)
     if self.predictions is not None:
       a.update({f"predictions_{f.name}": np.asarray(getattr(self.predictions, f.name), np.int8)
                 for f in dataclasses.fields(Predictions)})
@@ -154,7 +169,11 @@ class GridResult:
   def from_files(cls, doc: dict[str, Any], arrays: dict[str, np.ndarray]) -> "GridResult":
     """The inverse of (`to_json`, `arrays`)."""
     axes = doc["axes"]
-    paired = split_k = figure = None
+    paired = split_k = figure = convergence = None
+    if "convergence" in doc:
+      c = doc["convergence"]
+      convergence = Convergence(tuple(int(k) for k in c["steps"]), tuple(c["attack"]),
+                                arrays["convergence_accuracy"], arrays["convergence_undefended"])
     if "paired" in doc:
       p = doc["paired"]
       paired = Paired(int(p["no_split_size"]), int(p["split_size"]), tuple(p["purifier"]), arrays["paired_accuracy"])
@@ -169,7 +188,7 @@ class GridResult:
       predictions = Predictions(**{f.name: arrays[f"predictions_{f.name}"] for f in dataclasses.fields(Predictions)})
     known = {"axes", "accuracy", "undefended", "threat_model", "pairing", "best_eps_max", "best_size", "timing",
              "paired", "split_k", "figure", "num_test_images", "classifier_clean_accuracy", "config", "counting",
-             "predictions"}
+             "predictions", "convergence"}
     return cls(attack=tuple(axes["attack"]), training=tuple(axes["training"]), purifier=tuple(axes["purifier"]),
                codebook_size=tuple(int(s) for s in axes["codebook_size"]),
                epsilon=tuple(float(e) for e in axes["epsilon"]), accuracy=arrays["accuracy"],
@@ -179,7 +198,7 @@ class GridResult:
                num_test_images=int(doc["num_test_images"]),
                classifier_clean_accuracy=float(doc["classifier_clean_accuracy"]),
                counting=doc.get("counting", "final"),  # grids saved before the option existed counted 'final'
-               predictions=predictions,
+               predictions=predictions, convergence=convergence,
                run={k: v for k, v in doc.items() if k not in known}, config=doc.get("config", {}))
 
   def save(self, workdir: str) -> None:
