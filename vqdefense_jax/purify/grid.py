@@ -138,7 +138,7 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params):
     f = classifier.logits_fn(cls_params, measure.classifier)
     key = jax.random.key(seed)
-    e, m, p, a = eps_E.shape[0], parallel.num_models(no_split_M), len(purifiers), len(attack_list)
+    e, m, p = eps_E.shape[0], parallel.num_models(no_split_M), len(purifiers)
 
     def chunk(carry, batch):
       x_BxHxWx1, y_B, w_B, index_B = batch
@@ -173,17 +173,20 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
                                        if len(attack_list) > 1 else pred_AxXxB)
 
       def one_model(no_split, split):
+        def white_box(atk, pur, k):  # attack through the purifier (and a gated one's detector), then purify
+          x_adv = attack(atk, functools.partial(pur.differentiable, no_split, split, gate_params=gate_params), k)
+          return predict(pur(no_split, split, x_adv, gate_params))
+
+        def grey_box_row(adv):       # every purifier on one restart's grey-box images; shared stages once
+          return jnp.stack([predict(o) for o in apply_all(purifiers, no_split, split, adv, gate_params)])
+
         rows = []
-        for atk in attack_list:
-          if atk.white_box:  # through the purifier (and the detector of a gated one); every restart
-            through = lambda pur, k: pur(no_split, split, attack(atk, functools.partial(
-                pur.differentiable, no_split, split, gate_params=gate_params), k), gate_params)
-            rows.append(jnp.stack([worst(over_restarts(atk, lambda k, pur=pur: predict(through(pur, k)), key), y_B)
+        for atk in attack_list:      # each row (P, E, B): the worst case over the attack's restarts
+          if atk.white_box:
+            rows.append(jnp.stack([worst(over_restarts(atk, functools.partial(white_box, atk, pur), key), y_B)
                                    for pur in purifiers]))
           else:
-            pred_RxPxExB = _each(lambda adv: jnp.stack([predict(o) for o in apply_all(
-                purifiers, no_split, split, adv, gate_params)]), grey[atk])
-            rows.append(worst(pred_RxPxExB, y_B))
+            rows.append(worst(_each(grey_box_row, grey[atk]), y_B))
         pred_AxPxExB = with_worst(jnp.stack(rows))
         return correct(pred_AxPxExB), pred_AxPxExB.astype(jnp.int8) if measure.predictions else None
 
@@ -196,8 +199,8 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
       preds = (clean_B.astype(jnp.int8), pred_undefended.astype(jnp.int8), pred_M) if measure.predictions else None
       return carry, preds
 
-    a_rows = a + 1 if a > 1 else a  # the worst case over attacks
-    init = (jnp.zeros((a_rows, e), jnp.int32), jnp.zeros((m, a_rows, p, e), jnp.int32))
+    a = len(attack_names(attack_list))  # the attacks, and the worst case over them when there are several
+    init = (jnp.zeros((a, e), jnp.int32), jnp.zeros((m, a, p, e), jnp.int32))
     (undefended, defended), preds = jax.lax.scan(chunk, init, (x_CxBxHxWx1, y_CxB, w_CxB, index_CxB))
     return jax.lax.psum(undefended, "batch"), jax.lax.psum(defended, "batch"), preds
 
