@@ -32,4 +32,5 @@ def test_four_devices_give_the_same_results_as_one(data_dir, tmp_path):
     np.testing.assert_allclose(np.mean((np.asarray(r["predictions"]) == y) & ok, axis=-1), r["accuracy"], atol=1e-12)
     np.testing.assert_allclose(np.mean((np.asarray(r["pred_undefended"]) == y) & ok, axis=-1), r["undefended"],
                                atol=1e-12)
-  assert res["grid"]["1x4"]["chunk"] == 16 and np.asarray(one["accuracy"]).shape == (4, 2, 4, 3)
+  # (models, fgsm + ste_pgd + their worst case, purifiers, ε)
+  assert res["grid"]["1x4"]["chunk"] == 16 and np.asarray(one["accuracy"]).shape == (4, 3, 4, 3)
