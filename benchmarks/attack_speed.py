@@ -49,7 +49,7 @@ def main() -> None:
   if args.random:
     from benchmarks.grid_vs_loop import random_weights  # pylint: disable=g-import-not-at-top
     cls, stacks = random_weights(exp, exp.vq.codebook_sizes)
-    no_split, split = stacks["no_split"], stacks["split"]
+    no_split, split = (stacks[kind] for kind in exp.vq.paper_kinds)
   else:
     with tempfile.TemporaryDirectory() as workdir:
       for run in experiment.all_runs(exp, ds):
