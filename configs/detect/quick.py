@@ -16,7 +16,8 @@ augmentation and 0.987 with p = 0.5; detect, then purify keeps the classifier's 
 ε = 0 and equals the purifier from ε = 0.04 on.
 """
 
-from vqdefense_jax.detect.config import base_config
+from configs.purify import quick as purify_quick
+from vqdefense_jax.detect.config import base_config, purify_section
 
 
 def get_config():
@@ -28,18 +29,10 @@ def get_config():
   c.detector.widths = (8, 16, 32)
   c.detector.batch_size = 64
   c.detector.steps = 600
-  p = c.purify                       # the classifier and VQ-VAEs: configs/purify/quick.py's, one codebook size
-  p.classifier.epochs = 2
-  p.classifier.batch_size = 64
-  p.vqvae.channels = 32
-  p.vqvae.embedding_dim = 32
-  p.vqvae.codebook_sizes = (128,)
-  p.vqvae.batch_size = 64
-  p.vqvae.epochs = 0
-  p.vqvae.steps = 1200
-  p.attack.names = ("fgsm", "ste_fgsm", "ste_pgd")  # detect, then purify: grey-box, white-box through the gate
-  p.attack.epsilons = tuple(round(0.04 * i, 2) for i in range(8))
-  p.eval.purifiers = ("none", "no_split", "split")
+  c.purify = purify_section(purify_quick.get_config())  # the classifier and VQ-VAEs of configs/purify/quick.py,
+  c.purify.vqvae.codebook_sizes = (128,)                # with one codebook size
+  c.purify.attack.names = ("fgsm", "ste_fgsm", "ste_pgd")  # detect, then purify: grey-box, white-box through the gate
+  c.purify.eval.purifiers = ("none", "no_split", "split")
   c.train.checkpoint_every = 500
   c.train.log_every = 50
   return c

@@ -10,6 +10,7 @@ import pytest
 
 import evaluate
 import train
+from conftest import tiny
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
@@ -40,22 +41,12 @@ def tiny_detect(data_dir: str):
   c.eval.blur_sigmas = (1.0,)
   c.eval.jpeg_qualities = (50,)
   c.eval.attack_epsilons = (0.1, 0.3)
-  p = c.purify  # the classifier and VQ-VAEs of the fid, vqvae_* and attack sources
-  p.classifier.batch_size = 16
-  p.classifier.epochs = 0
-  p.classifier.steps = 30
-  p.vqvae.channels = 8
-  p.vqvae.embedding_dim = 8
-  p.vqvae.codebook_sizes = (6,)
-  p.vqvae.decay = 0.9
-  p.vqvae.batch_size = 16
-  p.vqvae.epochs = 0
-  p.vqvae.steps = 12
-  p.attack.pgd_steps = 3
-  p.attack.names = ("fgsm", "ste_fgsm")
-  p.attack.epsilons = (0.0, 0.1, 0.3)
-  p.eval.purifiers = ("none", "no_split", "split")
-  p.eval.figure_examples = 2
+  # The classifier and VQ-VAEs of the fid, vqvae_* and attack sources: the purification tests' tiny ones.
+  c.purify = detect_config.purify_section(tiny(data_dir))
+  c.purify.vqvae.codebook_sizes = (6,)
+  c.purify.attack.pgd_steps = 3
+  c.purify.attack.names = ("fgsm", "ste_fgsm")
+  c.purify.eval.purifiers = ("none", "no_split", "split")
   c.train.checkpoint_every = 4
   c.train.log_every = 4
   return c

@@ -17,9 +17,10 @@ PURIFY_SOURCES = ("vqvae_no_split", "vqvae_split", "fgsm", "pgd")
 SOURCES = ("alae_samples", "alae_reconstructions", "dcgan_samples") + PURIFY_SOURCES
 
 
-def purify_section() -> ml_collections.ConfigDict:
-  """A purification config (purify/config.py) without the sections shared with the detection experiment."""
-  p = purify_config.base_config()
+def purify_section(p: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
+  """A purification config (`p`, e.g. configs/purify/quick.py's; default purify/config.py's base) without the
+  sections shared with the detection experiment."""
+  p = purify_config.base_config() if p is None else p
   return ml_collections.ConfigDict({key: p[key] for key in p if key not in SHARED})
 
 

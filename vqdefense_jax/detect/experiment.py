@@ -322,9 +322,8 @@ def samples(sample: Callable, exp: Experiment, params, n: int, shape, purpose: s
   return np.concatenate(out) if out else np.zeros((0,) + tuple(shape), np.float32)
 
 
-def alae_reconstructions(params, images: np.ndarray, batch: int = 1000) -> np.ndarray:
-  return np.concatenate([np.asarray(alae_lib.reconstruct(params, images[i:i + batch]))
-                         for i in range(0, len(images), batch)])
+def alae_reconstructions(params, images: np.ndarray) -> np.ndarray:
+  return _batched(functools.partial(alae_lib.reconstruct, params), images, batch=1000)
 
 
 def detector_training_set(exp: Experiment, ds: data_lib.Dataset, alae_params) -> tuple[np.ndarray, np.ndarray]:
@@ -529,8 +528,8 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
     result["fid_features"] = "the project classifier's penultimate activations (MNIST-specific, not Inception)"
   if exp.gate.grid:  # detect, then purify: the purification grid with this gate, written to purify/
     gate = purifiers_lib.Gate(model, exp.gate.threshold)
-    grid = purify_lib.evaluate(exp.purify, purify_workdir(workdir), train_missing=False,
-                               gate=(gate, params[f"detector_{exp.gate.detector}"]))
+    grid = purify_lib.grid_report(exp.purify, purify_workdir(workdir), ds, *params["purify"],
+                                  gate=(gate, params[f"detector_{exp.gate.detector}"]))
     result["gate"] = dict(detector=exp.gate.detector, threshold=exp.gate.threshold, grid="purify/grid.json",
                           purifiers=list(grid.purifier), attacks=list(grid.attack))
   result["config"] = exp.config

@@ -429,6 +429,12 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
                 workdir, ", ".join(missing))
     train_all(exp, workdir, retrain=retrain, ds=ds)
   cls_params, stacks = load_trained(exp, workdir, ds)  # before anything is written
+  return grid_report(exp, workdir, ds, cls_params, stacks, gate)
+
+
+def grid_report(exp: Experiment, workdir: str, ds: data_lib.Dataset, cls_params, stacks: dict[VQKind, Any],
+                gate: tuple[Gate, Any] | None = None) -> GridResult:
+  """The grid of loaded models (`load_trained`'s) on `ds`'s test set, and its files in `workdir`."""
   images, labels = ds.test_images, ds.test_labels
   mesh = parallel.make_mesh(exp.parallel.model_devices)
   t0 = time.perf_counter()

@@ -144,16 +144,15 @@ def _render_convergence(r: GridResult, target) -> None:
   c, eps, n = r.convergence, np.asarray(r.epsilon), r.num_test_images
   sizes = list(r.codebook_size)
   size_of = {key[0]: key[1] for key, _ in _curves(r, 0, 0) if key[0] != "none"}
+  m_of = [sizes.index(size_of[name]) if size_of.get(name) in sizes else 0 for name in r.purifier]
   rows, labels = [], []
   for a, atk in enumerate(c.attack):
     for s, steps in enumerate(c.steps):
       labels.append([atk, _box(atk), "none", "-", steps])
       rows.append(c.undefended[s, a])
       for p, name in enumerate(r.purifier):
-        size = size_of.get(name)
-        m = sizes.index(size) if size in sizes else 0
-        labels.append([atk, _box(atk), name, sizes[m], steps])
-        rows.append(c.accuracy[s, a, 0, p, m])
+        labels.append([atk, _box(atk), name, sizes[m_of[p]], steps])
+        rows.append(c.accuracy[s, a, 0, p, m_of[p]])
   draw.table(target, "table_convergence", "Convergence check: accuracy of the iterative attacks by number of steps "
              f"({TRAINING['clean']}); flat in the steps means the attack has converged", f"{n} test images; "
              f"{EPS_NOTE}; {COUNTING[r.counting]}. Threat models (at the main grid's step count):\n\n"
@@ -163,9 +162,8 @@ def _render_convergence(r: GridResult, target) -> None:
   for a, (ax, atk) in enumerate(zip(axes, c.attack)):
     ax.plot(c.steps, c.undefended[:, a, -1], marker="o", ms=3, color="black", ls="--", label=label("none"))
     for p, name in enumerate(r.purifier):
-      size = size_of.get(name)
-      m = sizes.index(size) if size in sizes else 0
-      ax.plot(c.steps, c.accuracy[:, a, 0, p, m, -1], marker="o", ms=3, label=f"{label(name)} K={sizes[m]}")
+      ax.plot(c.steps, c.accuracy[:, a, 0, p, m_of[p], -1], marker="o", ms=3,
+              label=f"{label(name)} K={sizes[m_of[p]]}")
     ax.set_xscale("log")
     ax.set_title(f"{atk} ({_box(atk)})", fontsize=9)
   draw.finish(fig, axes, f"accuracy at ε = {eps[-1]:g} against attack steps ({n} test images)",
