@@ -8,7 +8,7 @@ and 768-code No-Split and 4-Split VQ-VAEs (imported into a temporary workdir; ra
 with --random), the first --num-images test images at ε = 0.1, 0.2, 0.3, grey-box PGD, BPDA-PGD and
 straight-through PGD (10 steps of 0.25·ε, one random start), the No-Split and 4-Split purifiers: one
 `grid.run_counts` call per chunk size. Prints compile and run seconds per chunk size; all chunk sizes must
-count the same (checked). The last line is the record as JSON.
+count the same (checked). The last line is the record as JSON. Results: benchmarks/README.md.
 """
 
 import argparse

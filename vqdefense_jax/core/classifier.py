@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vqdefense_jax.core import layers
 from vqdefense_jax.core.config import require
 
 
@@ -29,8 +30,8 @@ class Classifier(nn.Module):
     """Logits (B, 10); with `features`, the 128-d penultimate ReLU activations instead (an early return, so the
     parameter names and the logits are those of the plain model)."""
     x = (x_BxHxWx1 - self.mean) / self.std
-    x = nn.relu(nn.Conv(32, (3, 3), padding="VALID")(x))
-    x = nn.relu(nn.Conv(64, (3, 3), padding="VALID")(x))
+    x = nn.relu(layers.Conv(32, (3, 3), padding="VALID")(x))
+    x = nn.relu(layers.Conv(64, (3, 3), padding="VALID")(x))
     x = nn.max_pool(x, (2, 2), strides=(2, 2))
     x = nn.Dropout(0.25, deterministic=not train)(x)
     x = x.reshape(x.shape[0], -1)

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vqdefense_jax.core import layers
 from vqdefense_jax.core.errors import VQDefenseError
 
 SLOPE = 0.2                    # D's LeakyReLU slope (DCGAN)
@@ -54,8 +55,8 @@ class Generator(nn.Module):
     h, w, c = self.image_shape
     x = nn.Dense(h // 4 * (w // 4) * 2 * self.width)(z_BxL)
     x = nn.relu(x.reshape(z_BxL.shape[0], h // 4, w // 4, 2 * self.width))
-    x = nn.relu(nn.ConvTranspose(self.width, KERNEL, STRIDES, padding="SAME")(x))
-    return nn.sigmoid(nn.ConvTranspose(c, KERNEL, STRIDES, padding="SAME")(x))
+    x = nn.relu(layers.ConvTranspose(self.width, KERNEL, STRIDES, padding="SAME")(x))
+    return nn.sigmoid(layers.ConvTranspose(c, KERNEL, STRIDES, padding="SAME")(x))
 
 
 class Discriminator(nn.Module):
@@ -65,8 +66,8 @@ class Discriminator(nn.Module):
   @nn.compact
   def __call__(self, x_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
     x = 2.0 * x_BxHxWxC - 1.0  # DCGAN's [-1, 1] input range
-    x = nn.leaky_relu(nn.Conv(self.width, KERNEL, STRIDES, padding="SAME")(x), SLOPE)
-    x = nn.leaky_relu(nn.Conv(2 * self.width, KERNEL, STRIDES, padding="SAME")(x), SLOPE)
+    x = nn.leaky_relu(layers.Conv(self.width, KERNEL, STRIDES, padding="SAME")(x), SLOPE)
+    x = nn.leaky_relu(layers.Conv(2 * self.width, KERNEL, STRIDES, padding="SAME")(x), SLOPE)
     return nn.Dense(1)(x.reshape(x.shape[0], -1))[:, 0]
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vqdefense_jax.core import training
+from vqdefense_jax.core import layers, training
 
 
 class Block(nn.Module):
@@ -28,11 +28,11 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x):
     groups = min(8, self.width)
-    y = nn.Conv(self.width, (3, 3), strides=self.stride, padding=1, use_bias=False)(x)
+    y = layers.Conv(self.width, (3, 3), strides=self.stride, padding=1, use_bias=False)(x)
     y = nn.relu(nn.GroupNorm(groups)(y))
-    y = nn.GroupNorm(groups)(nn.Conv(self.width, (3, 3), padding=1, use_bias=False)(y))
+    y = nn.GroupNorm(groups)(layers.Conv(self.width, (3, 3), padding=1, use_bias=False)(y))
     if x.shape[-1] != self.width or self.stride != 1:
-      x = nn.Conv(self.width, (1, 1), strides=self.stride, use_bias=False, name="shortcut")(x)
+      x = layers.Conv(self.width, (1, 1), strides=self.stride, use_bias=False, name="shortcut")(x)
     return nn.relu(x + y)
 
 
@@ -45,7 +45,7 @@ class Detector(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxHxWxC: jnp.ndarray) -> jnp.ndarray:
-    x = nn.relu(nn.Conv(self.widths[0], (3, 3), padding=1)(x_BxHxWxC - 0.5))
+    x = nn.relu(layers.Conv(self.widths[0], (3, 3), padding=1)(x_BxHxWxC - 0.5))
     for i, width in enumerate(self.widths):
       x = Block(width, 1 if i == 0 else 2)(x)
     return nn.Dense(1)(jnp.mean(x, axis=(1, 2)))[:, 0]

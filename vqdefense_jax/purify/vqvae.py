@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from vqdefense_jax.core import layers
 from vqdefense_jax.purify import quantizer
 
 Variables = dict[str, Any]
@@ -25,7 +26,7 @@ class Residual(nn.Module):
   @nn.compact
   def __call__(self, x):
     pad = (self.kernel - 1) // 2
-    return x + nn.Conv(self.channels, (self.kernel,) * 2, padding=((pad, pad), (pad, pad)))(x)
+    return x + layers.Conv(self.channels, (self.kernel,) * 2, padding=((pad, pad), (pad, pad)))(x)
 
 
 class Encoder(nn.Module):
@@ -36,12 +37,12 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.Conv(self.channels, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
-    x = nn.Conv(self.channels, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
+    x = layers.Conv(self.channels, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
+    x = layers.Conv(self.channels, (4, 4), strides=(2, 2), padding=((1, 1), (1, 1)))(x)
     x = Residual(self.channels, 3)(nn.relu(x))
     x = Residual(self.channels, 1)(nn.relu(x))
     if self.layout == "per_position" and self.embedding_dim != self.channels:
-      x = nn.Conv(self.embedding_dim, (1, 1), name="pre_quantize")(x)
+      x = layers.Conv(self.embedding_dim, (1, 1), name="pre_quantize")(x)
     return x
 
 
@@ -53,11 +54,11 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, z):
     if z.shape[-1] != self.channels:
-      z = nn.Conv(self.channels, (1, 1), name="post_quantize")(z)
+      z = layers.Conv(self.channels, (1, 1), name="post_quantize")(z)
     z = Residual(self.channels, 1)(z)
     z = Residual(self.channels, 3)(nn.relu(z))
-    z = nn.ConvTranspose(self.channels, (2, 2), strides=(2, 2), padding="VALID")(nn.relu(z))
-    return nn.ConvTranspose(self.out_channels, (2, 2), strides=(2, 2), padding="VALID")(z)
+    z = layers.ConvTranspose(self.channels, (2, 2), strides=(2, 2), padding="VALID")(nn.relu(z))
+    return layers.ConvTranspose(self.out_channels, (2, 2), strides=(2, 2), padding="VALID")(z)
 
 
 def conv_out(side: int) -> int:
