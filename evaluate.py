@@ -6,10 +6,12 @@
   python evaluate.py --plot-only --workdir DIR   # tables and figures again, from DIR/grid.json + grid.npz
   python evaluate.py --grid --retrain ...       # replace checkpoints in the workdir that another config made
   python evaluate.py --config configs/detect/quick.py --workdir W   # detection: AP and accuracy per source
+  python evaluate.py --config configs/restore/quick.py --workdir W  # restoration: PSNR, SSIM, Grad-CAM
 
 Writes grid.json, grid.npz, the tables (csv, md) and the figures (png) to the workdir.
 """
 
+import importlib
 import os
 import sys
 
@@ -37,21 +39,22 @@ def main(argv: list[str]) -> int:
       print(f"wrote {len(written)} files to {workdir}")
       return
     from vqdefense_jax.core import parallel
-    if cli.system(args.config) == "detect":
-      from vqdefense_jax.detect import experiment as detect
-      exp = detect.Experiment.from_config(args.config)
+    if (name := cli.system(args.config)) != "purify":  # detection or restoration: one process
+      system = importlib.import_module(f"vqdefense_jax.{name}.experiment")
+      exp = system.Experiment.from_config(args.config)
       with files.locked(files.prepare_workdir(args.workdir)) as workdir:
-        r = detect.evaluate(exp, workdir, train_missing=args.switches["grid"], retrain=args.switches["retrain"])
-      print(detect.format_result(r))
-      print(f"\nwrote detection.json, tables (csv, md) and figures (png) to {workdir}")
+        r = system.evaluate(exp, workdir, train_missing=args.switches["grid"], retrain=args.switches["retrain"])
+      print(system.format_result(r))
+      print(f"\nwrote {cli.SYSTEMS[name]}, tables (csv, md) and figures (png) to {workdir}")
       return
     from vqdefense_jax.purify import experiment
     exp = experiment.Experiment.from_config(args.config)
-    parallel.initialize(exp.parallel.distributed)
+    parallel.initialize(exp.parallel)
     with files.locked(files.prepare_workdir(args.workdir), parallel.is_lead()) as workdir:
       result = experiment.evaluate(exp, workdir, train_missing=args.switches["grid"], retrain=args.switches["retrain"])
-    print(report.format_grid(result))
-    print(f"\nwrote grid.json, grid.npz, tables (csv, md) and figures (png) to {workdir}")
+    if parallel.is_lead():  # on several processes, process 0 writes and reports
+      print(report.format_grid(result))
+      print(f"\nwrote grid.json, grid.npz, tables (csv, md) and figures (png) to {workdir}")
 
   return cli.run(go)
 

@@ -1,10 +1,13 @@
-"""Train every model a config names (resumes from checkpoints): purification or detection (`system`).
+"""Train every model a config names (resumes from checkpoints): purification, detection or restoration
+(`system`).
 
   python train.py --config configs/purify/quick.py --workdir runs/quick
   python train.py --config configs/detect/quick.py --workdir runs/detect_quick
+  python train.py --config configs/restore/quick.py --workdir runs/restore_quick
   python train.py ... --retrain     # replace checkpoints in the workdir that another config made
 """
 
+import importlib
 import sys
 
 from vqdefense_jax.core import cli
@@ -17,19 +20,20 @@ def main(argv: list[str]) -> int:
     args = cli.parse(argv, __doc__, cli.RETRAIN)
     from vqdefense_jax.core import files
     from vqdefense_jax.core import parallel
-    if cli.system(args.config) == "detect":
-      from vqdefense_jax.detect import experiment as detect
-      exp = detect.Experiment.from_config(args.config)
+    if (name := cli.system(args.config)) != "purify":  # detection or restoration: one process
+      system = importlib.import_module(f"vqdefense_jax.{name}.experiment")
+      exp = system.Experiment.from_config(args.config)
       with files.locked(files.prepare_workdir(args.workdir)) as workdir:
-        detect.train_all(exp, workdir, retrain=args.switches["retrain"])
+        system.train_all(exp, workdir, retrain=args.switches["retrain"])
       print(f"trained; checkpoints and metrics.jsonl under {workdir}")
       return
     from vqdefense_jax.purify import experiment
     exp = experiment.Experiment.from_config(args.config)
-    parallel.initialize(exp.parallel.distributed)
+    parallel.initialize(exp.parallel)
     with files.locked(files.prepare_workdir(args.workdir), parallel.is_lead()) as workdir:
       experiment.train_all(exp, workdir, retrain=args.switches["retrain"])
-    print(f"trained; checkpoints and metrics.jsonl under {workdir}")
+    if parallel.is_lead():  # on several processes, process 0 writes and reports
+      print(f"trained; checkpoints and metrics.jsonl under {workdir}")
 
   return cli.run(go)
 

@@ -188,3 +188,10 @@ def test_the_faces_config_builds():
   c = config_lib.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "detect", "faces.py"))
   exp = experiment.Experiment.from_config(c)
   assert exp.purify is None and exp.data.dataset == "celeb_a" and exp.variants == ("none", "p0.1", "p0.5")
+
+
+def test_the_detection_system_refuses_several_processes_instead_of_ignoring_the_flag(data_dir):
+  c = tiny_detect(data_dir)
+  c.parallel.distributed = True
+  with pytest.raises(VQDefenseError, match="runs in one process"):
+    experiment.Experiment.from_config(c)

@@ -13,10 +13,12 @@ import os
 import shutil
 from typing import Any, Iterator
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from vqdefense_jax.core import files
+from vqdefense_jax.core import files, parallel
 from vqdefense_jax.core.errors import VQDefenseError
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,22 @@ def quiet() -> Iterator[None]:
 
 
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(os.path.abspath(directory),
-                               options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+  """The manager that writes `directory`'s checkpoints; on several processes every one of them makes it, at the
+  same point of the run (orbax synchronises them inside)."""
+  os.makedirs(directory, exist_ok=True)  # by every process: orbax's `create` would add one more barrier
+  # On several processes, saves are synchronous: an asynchronous save's barriers run in a background thread,
+  # between the main thread's collectives, in an order that may differ from process to process.
+  return ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=False, enable_async_checkpointing=jax.process_count() == 1))
+
+
+def reader(directory: str) -> ocp.CheckpointManager:
+  """A read-only manager of this process alone: reading a checkpoint needs no other process, and whether one
+  exists yet may differ between processes at a given moment (so no barrier may depend on it)."""
+  me = jax.process_index()
+  return ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
+      read_only=True, create=False,
+      multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})))
 
 
 def latest_step(directory: str) -> int | None:
@@ -46,7 +62,7 @@ def latest_step(directory: str) -> int | None:
   if not os.path.isdir(directory):
     return None
   with quiet():
-    mngr = manager(directory)
+    mngr = reader(directory)
     try:
       return mngr.latest_step()
     finally:
@@ -58,7 +74,7 @@ def restore(directory: str, abstract_state: Any, step: int | None = None) -> Any
   if not os.path.isdir(directory):
     raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
   with quiet():
-    mngr = manager(directory)
+    mngr = reader(directory)
     try:
       return restore_with(mngr, directory, abstract_state, mngr.latest_step() if step is None else step)
     finally:
@@ -66,18 +82,24 @@ def restore(directory: str, abstract_state: Any, step: int | None = None) -> Any
 
 
 def restore_with(mngr: ocp.CheckpointManager, directory: str, abstract_state: Any, step: int | None) -> Any:
+  """The state at `step`, on this process's default device: whatever devices and processes wrote it (it is
+  stored as numpy), the caller places it on its own mesh."""
   if step is None:
     raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
+  target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract_state)
   try:  # callers (restore, training.fit) hold `quiet()`
-    return mngr.restore(step, args=ocp.args.StandardRestore(abstract_state))
+    host = mngr.restore(step, args=ocp.args.StandardRestore(target))
   except Exception as e:  # orbax raises many types for unreadable or mismatched files.
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise VQDefenseError(f"checkpoint {directory} (step {step}) is corrupt or does not match the config: "
                          f"{first[:300]}; delete it to retrain") from e
+  return jax.tree.map(jnp.asarray, host)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
-  mngr.save(step, args=ocp.args.StandardSave(state))
+  """Write `state` as numpy arrays (its full value, gathered from every process), so that it restores on any
+  mesh and any number of processes; on several processes orbax writes it once."""
+  mngr.save(step, args=ocp.args.StandardSave(parallel.to_host(state)))
 
 
 # --- records ----------------------------------------------------------------------------------------------

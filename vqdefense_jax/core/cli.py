@@ -33,10 +33,16 @@ class Args:
 RETRAIN = {"retrain": "delete the checkpoints in the workdir that another config made, and train them again"}
 
 
+SYSTEMS = {"purify": None, "detect": "detection.json", "restore": "restoration.json"}  # name: its results file
+
+
 def system(config: ml_collections.ConfigDict | None) -> str:
-  """Which system a config belongs to: its `system` field ('detect'), else 'purify' (purification configs
-  predate the field)."""
-  return "purify" if config is None or "system" not in config else config.system
+  """Which system a config belongs to: its `system` field ('detect', 'restore'), else 'purify' (purification
+  configs predate the field)."""
+  name = "purify" if config is None or "system" not in config else config.system
+  if name not in SYSTEMS:
+    raise VQDefenseError(f"system must be one of {', '.join(SYSTEMS)}, got {name!r}")
+  return name
 
 
 def parse(argv: list[str], description: str, switches: dict[str, str] | None = None,
@@ -74,7 +80,25 @@ def setup_logging() -> None:
 
 
 def run(main: Callable[[], None]) -> int:
-  """0 on success; 2 with one `error:` line for a problem the user can fix; 130 on Ctrl-C."""
+  """0 on success; 2 with one `error:` line for a problem the user can fix; 130 on Ctrl-C.
+
+  In a run of several processes (core/distributed.py), a process that fails tells the others and exits at
+  once, so that none of them waits for it.
+  """
+  joined = lambda: "vqdefense_jax.core.distributed" in sys.modules and sys.modules[
+      "vqdefense_jax.core.distributed"].joined()
+  try:
+    status, message = _run(main)
+  except BaseException as e:  # a bug: its traceback belongs in a bug report
+    if joined() and not isinstance(e, (KeyboardInterrupt, SystemExit)):
+      sys.modules["vqdefense_jax.core.distributed"].fail_with_traceback(e)
+    raise
+  if status and joined():
+    sys.modules["vqdefense_jax.core.distributed"].fail(message)
+  return status
+
+
+def _run(main: Callable[[], None]) -> tuple[int, str]:
   try:
     main()
   except VQDefenseError as e:
@@ -86,18 +110,19 @@ def run(main: Callable[[], None]) -> int:
     return _error("out of memory; lower the batch sizes or data.image_size, or use data.train_subset")
   except KeyboardInterrupt:  # in-process callers; the commands use `exit_on_interrupt`
     print(INTERRUPTED, file=sys.stderr)
-    return 130
+    return 130, "interrupted"
   except Exception as e:
     if "RESOURCE_EXHAUSTED" not in str(e):  # anything else is a bug: its traceback belongs in a bug report
       raise
     return _error("out of accelerator memory (RESOURCE_EXHAUSTED); lower the batch sizes, grid.chunk_size or "
                   "the codebook sizes")
-  return 0
+  return 0, ""
 
 
-def _error(message: str) -> int:
-  print(f"error: {' '.join(message.split())}", file=sys.stderr)
-  return 2
+def _error(message: str) -> tuple[int, str]:
+  message = " ".join(message.split())
+  print(f"error: {message}", file=sys.stderr)
+  return 2, message
 
 
 def exit_on_interrupt() -> None:

@@ -209,5 +209,6 @@ def parallel_section() -> ml_collections.ConfigDict:
   s.grid_model_axis = "map"      # evaluation: lax.map was 3-6x faster than vmap on a 2-core CPU
   s.train_model_axis = "vmap"    # sweep training: lax.map of a train step was 5-10x slower on CPU
   s.model_devices = 1            # mesh devices on the model axis; the other devices shard the batch
-  s.distributed = False          # call jax.distributed.initialize() first (multi-host; README.md)
+  s.distributed = False          # join a run of several processes first (multi-host; README.md)
+  s.timeout_s = 120              # several processes: joining, and how soon the others stop when one fails
   return s

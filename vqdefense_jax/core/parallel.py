@@ -19,7 +19,6 @@ The mesh has two named axes, ('model', 'batch'); with one device both have size
 """
 
 import dataclasses
-import os
 from typing import Any, Callable
 
 import jax
@@ -82,8 +81,14 @@ def make_mesh(model_devices: int = 1, devices: list | None = None) -> Mesh:
 
 
 def model_mesh(num: int, devices: list | None = None) -> Mesh:
-  """A mesh for training a stack of `num` models: the largest device count that divides `num`, all on 'model'."""
+  """A mesh for training a stack of `num` models: the largest device count that divides `num`, all on 'model'.
+
+  On several processes every device must take part in the computation, so the mesh has them all: 'model' the
+  largest count that divides both `num` and the number of devices, 'batch' the rest (copies of the same step).
+  """
   devices = list(jax.devices() if devices is None else devices)
+  if jax.process_count() > 1:
+    return make_mesh(max(i for i in range(1, len(devices) + 1) if num % i == 0 and len(devices) % i == 0), devices)
   d = max(i for i in range(1, len(devices) + 1) if num % i == 0)
   return make_mesh(d, devices[:d])
 
@@ -111,25 +116,36 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
   return put(tree, NamedSharding(mesh, P()))
 
 
+def to_host(tree: Any) -> Any:
+  """Every leaf as a numpy array holding its full value, on every process (a leaf sharded over several hosts'
+  devices is gathered first): the topology-free form checkpoints are written in."""
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+  return jax.tree.map(one, tree)
+
+
+def barrier(name: str) -> None:
+  """On several processes, wait here until every process has arrived (a no-op on one). It is the coordination
+  service's barrier, as orbax's are (a device collective here could deadlock against one of theirs)."""
+  if jax.process_count() > 1:
+    from vqdefense_jax.core import distributed  # pylint: disable=g-import-not-at-top
+    distributed.barrier(name)
+
+
 def is_lead() -> bool:
   """Whether this process writes the run's files (on several hosts, one does)."""
   return jax.process_index() == 0
 
 
-def initialize(distributed: bool) -> None:
-  """Join a multi-host run (TPU pod, GPU cluster) before any other JAX call; see README.md.
-
-  JAX finds the coordinator, process count and process id by itself on Cloud
-  TPU, SLURM, Open MPI and Kubernetes; elsewhere set JAX_COORDINATOR_ADDRESS
-  (read by JAX), JAX_NUM_PROCESSES and JAX_PROCESS_ID (read here).
-  """
-  if not distributed:
-    return
-  kwargs = {}
-  for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
-    if os.environ.get(env):
-      kwargs[key] = int(os.environ[env])
-  jax.distributed.initialize(**kwargs)
+def initialize(spec: "ParallelSpec") -> None:
+  """Join a run of several processes (TPU pod, GPU cluster, processes on one machine) before any other JAX
+  call, when `spec.distributed`: core/distributed.py, README.md."""
+  if spec.distributed:
+    from vqdefense_jax.core import distributed  # pylint: disable=g-import-not-at-top
+    distributed.join(spec.timeout_s)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,13 +155,17 @@ class ParallelSpec:
   train_model_axis: str = "vmap"
   model_devices: int = 1
   distributed: bool = False
+  timeout_s: float = 120.0
 
   @classmethod
   def from_config(cls, section) -> "ParallelSpec":
-    spec = cls(section.grid_model_axis, section.train_model_axis, section.model_devices, section.distributed)
+    spec = cls(section.grid_model_axis, section.train_model_axis, section.model_devices, section.distributed,
+               float(section.timeout_s))
     for key in ("grid_model_axis", "train_model_axis"):
       if getattr(spec, key) not in MODEL_AXES:
         raise VQDefenseError(f"parallel.{key} must be 'map' or 'vmap', not {getattr(spec, key)!r}")
     if spec.model_devices < 1:
       raise VQDefenseError("parallel.model_devices must be >= 1")
+    if not 1 <= spec.timeout_s <= 86400:
+      raise VQDefenseError(f"parallel.timeout_s must be in 1..86400 seconds, got {spec.timeout_s}")
     return spec

@@ -246,13 +246,13 @@ def fit(step: StepFn, init: Callable[[], Any], batches: Callable[[int], Any], *,
   with checkpoints.quiet():  # orbax's failures surface as exceptions (reported once); its log lines are noise
     mngr = checkpoints.manager(ckpt_dir)
     try:
-      state = _start(mngr, ckpt_dir, init, place, num_steps, name, mesh, record)
-      start = int(np.asarray(state.step).reshape(-1)[0])
+      state = _start(mngr, ckpt_dir, init, place, num_steps, name, record)
+      start = int(parallel.to_host(state.step).reshape(-1)[0])
       if metrics is not None:
         metrics.rewrite(lambda row: not (row.get("model") in names and row.get("step", -1) > start))
       end = num_steps if stop_at is None else min(stop_at, num_steps)
-      bar = tqdm(range(start, end), initial=start, total=num_steps, desc=name, unit="step", disable=start >= end,
-                 dynamic_ncols=True)
+      bar = tqdm(range(start, end), initial=start, total=num_steps, desc=name, unit="step",
+                 disable=start >= end or not parallel.is_lead(), dynamic_ncols=True)
       losses = []  # since the last check, still on the device (fetched together, not once per step)
       for i in bar:
         state, step_metrics = run_step(state, batches(i), *consts)
@@ -263,7 +263,7 @@ def fit(step: StepFn, init: Callable[[], Any], batches: Callable[[int], Any], *,
           _check_finite(losses, done, names, mngr, state if save_now else None)
           losses = []
         if done % log_every == 0 or done == num_steps:
-          rows = per_model(jax.device_get(step_metrics), names)
+          rows = per_model(parallel.to_host(step_metrics), names)
           bar.set_postfix(loss=" ".join(f"{row['loss']:.4f}" for _, row in rows))
           if metrics is not None:
             metrics.write([{"model": model, "step": done, **row} for model, row in rows])
@@ -283,7 +283,7 @@ def _all_finite(tree) -> jax.Array:
 
 def _check_finite(losses: list, done: int, names: list[str], mngr, state=None) -> None:
   """Stop on the first non-finite loss of the last `len(losses)` steps (or a non-finite `state`)."""
-  loss_SM = np.asarray(jax.device_get(losses), np.float64).reshape(len(losses), -1)
+  loss_SM = np.asarray(parallel.to_host(losses), np.float64).reshape(len(losses), -1)
   bad = ~np.isfinite(loss_SM)
   if bad.any():
     row = int(np.argmax(bad.any(axis=1)))
@@ -300,13 +300,15 @@ def _check_finite(losses: list, done: int, names: list[str], mngr, state=None) -
                        "learning rate or check the data")
 
 
-def _start(mngr, ckpt_dir: str, init, place, num_steps: int, name: str, mesh: Mesh | None,
+def _start(mngr, ckpt_dir: str, init, place, num_steps: int, name: str,
            record: dict[str, Any] | None):
   """The initial state, or the newest checkpoint's (placed like the initial state would be)."""
   latest = mngr.latest_step()
+  parallel.barrier(f"start {ckpt_dir}")  # every process has looked before the first one writes
   if record is not None:
     if latest is None:
-      checkpoints.write_record(ckpt_dir, record)
+      if parallel.is_lead():  # on several processes, one writes the files
+        checkpoints.write_record(ckpt_dir, record)
     elif diff := checkpoints.record_diff(ckpt_dir, record):
       raise checkpoints.mismatch(ckpt_dir, diff)
   if latest is None:
@@ -314,11 +316,7 @@ def _start(mngr, ckpt_dir: str, init, place, num_steps: int, name: str, mesh: Me
   if latest > num_steps:
     raise VQDefenseError(f"{ckpt_dir} holds step {latest}, beyond the configured {num_steps} steps; "
                          "use a fresh workdir")
-  abstract = jax.eval_shape(init)
-  if mesh is not None:
-    sharding = NamedSharding(mesh, P("model"))
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), abstract)
-  state = checkpoints.restore_with(mngr, ckpt_dir, abstract, latest)
+  state = place(checkpoints.restore_with(mngr, ckpt_dir, jax.eval_shape(init), latest))
   if latest < num_steps:
     log.warning("%s: resuming from checkpoint step %d of %d", name, latest, num_steps)
   return state

@@ -217,6 +217,8 @@ class Experiment:
   def from_config(cls, c) -> "Experiment":
     config_lib.check_types(c, base_config())
     require(0 <= c.seed < 2 ** 32, f"seed must be in 0..{2 ** 32 - 1}, got {c.seed}")
+    require(not c.parallel.distributed, "the detection system runs in one process: parallel.distributed=true is "
+            "for purification configs (README.md, several processes)")
     ev, detector = EvalSpec.from_config(c.eval), DetectorSpec.from_config(c.detector)
     gate = GateSpec.from_config(c.gate, tuple(variant_name(p) for p in detector.augment_p))
     purify, data = None, data_lib.DataSpec.from_config(c.data)

@@ -303,7 +303,8 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
   compiled = grid_counts.lower(purifiers, tuple(attack_list), model_axis, mesh, measure, *args).compile()
   t1 = time.perf_counter()
   # One tick per chunk and device; the whole grid is still one call.
-  _progress["bar"] = tqdm(total=len(x) * mesh.size, desc="grid", unit="chunk", dynamic_ncols=True)
+  _progress["bar"] = tqdm(total=len(x) * mesh.size, desc="grid", unit="chunk", dynamic_ncols=True,
+                         disable=not parallel.is_lead())
   try:
     undefended_AxE, defended_MxAxPxE, preds = jax.block_until_ready(compiled(*args))
   finally:

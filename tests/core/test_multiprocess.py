@@ -1,0 +1,171 @@
+"""Several processes for real: two processes on this machine (JAX's distributed runtime, gloo CPU collectives,
+two CPU devices each) train and run the grid like one process does, restore each other's checkpoints, and all
+stop within parallel.timeout_s, with one line naming the culprit, when one fails or is killed.
+
+The launch is the one README.md documents (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from conftest import tiny
+from vqdefense_jax.core import checkpoints, parallel
+from vqdefense_jax.core.errors import VQDefenseError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TIMEOUT_S = 10  # parallel.timeout_s in these runs
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(**extra) -> dict:
+  env = {k: v for k, v in os.environ.items() if k not in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES",
+                                                           "JAX_PROCESS_ID")}
+  return dict(env, JAX_PLATFORMS="cpu", JAX_CPU_COLLECTIVES_IMPLEMENTATION="gloo",
+              XLA_FLAGS="--xla_force_host_platform_device_count=2", **extra)
+
+
+def _launch(script: str, args: list[str], per_process: tuple[list[str], list[str]] = ([], [])):
+  """Two processes of `script` (train.py or evaluate.py) joined in one run; returns their Popen objects."""
+  port = _free_port()
+  return [subprocess.Popen([sys.executable, script, *args, "--config.parallel.distributed=true",
+                            f"--config.parallel.timeout_s={TIMEOUT_S}", *per_process[i]], cwd=ROOT,
+                           env=_env(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                                    JAX_PROCESS_ID=str(i)),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+
+
+def _wait(procs, limit_s: float = 240):
+  out = []
+  for p in procs:
+    stdout, stderr = p.communicate(timeout=limit_s)
+    out.append((p.returncode, stdout, stderr))
+  return out
+
+
+def _two(script: str, args: list[str], **kw):
+  """Both processes' (status, stdout without gloo's connection lines, stderr), after checking they succeeded."""
+  results = [(code, "".join(line for line in out.splitlines(True) if not line.startswith("[Gloo]")), err)
+             for code, out, err in _wait(_launch(script, args, **kw))]
+  for i, (code, _, stderr) in enumerate(results):
+    assert code == 0, f"process {i}: {stderr[-3000:]}"
+  return results
+
+
+def _one(script: str, args: list[str]):
+  p = subprocess.run([sys.executable, script, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                     timeout=240)
+  assert p.returncode == 0, p.stderr[-3000:]
+  return p
+
+
+def _states(workdir: str) -> dict:
+  out = {}
+  for name in sorted(os.listdir(os.path.join(workdir, "checkpoints"))):
+    with checkpoints.quiet():
+      mngr = checkpoints.reader(os.path.join(workdir, "checkpoints", name))
+      out[name] = (mngr.latest_step(), mngr.restore(mngr.latest_step(), args=ocp.args.StandardRestore()))
+      mngr.close()
+  return out
+
+
+def _grid(workdir: str) -> dict:
+  with open(os.path.join(workdir, "grid.json")) as f:
+    g = json.load(f)
+  return {k: np.asarray(g[k]) for k in ("accuracy", "undefended")}
+
+
+@pytest.mark.slow
+def test_two_processes_train_and_evaluate_as_one_and_restore_each_others_checkpoints(tiny_config_file, tmp_path):
+  cfg = ["--config", tiny_config_file]
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  _one("train.py", cfg + ["--workdir", one])
+  results = _two("train.py", cfg + ["--workdir", two])
+  # Only process 0 reports (and writes: its metrics.jsonl holds each row once, like one process's).
+  assert "trained" in results[0][1] and "trained" not in results[1][1]
+  assert "step/s" not in results[1][2] and " INFO vqdefense_jax" not in results[1][2]
+  with open(os.path.join(one, "metrics.jsonl")) as f1, open(os.path.join(two, "metrics.jsonl")) as f2:
+    rows1, rows2 = f1.read().splitlines(), f2.read().splitlines()
+  assert len(rows2) == len(set(rows2)) == len(rows1)
+  # The sweep's stack was split over both processes' devices; its checkpoints are complete and the same.
+  s1, s2 = _states(one), _states(two)
+  assert s1.keys() == s2.keys() and any("sweep" in name for name in s2)
+  for name in s1:
+    assert s1[name][0] == s2[name][0], name
+    for a, b in zip(jax.tree.leaves(s1[name][1]), jax.tree.leaves(s2[name][1])):
+      np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), atol=1e-5, err_msg=name)
+
+  # Restore across topologies: checkpoints one process wrote, evaluated by two, and the other way round.
+  one_by_two, two_by_one = str(tmp_path / "one_by_two"), str(tmp_path / "two_by_one")
+  shutil.copytree(one, one_by_two)
+  shutil.copytree(two, two_by_one)
+  results = _two("evaluate.py", ["--grid"] + cfg + ["--workdir", one_by_two])
+  assert "wrote grid.json" in results[0][1] and "wrote" not in results[1][1] and "accuracy" not in results[1][1]
+  _one("evaluate.py", ["--grid"] + cfg + ["--workdir", one])
+  _one("evaluate.py", ["--grid"] + cfg + ["--workdir", two_by_one])
+  reference = _grid(one)
+  for workdir in (one_by_two, two_by_one):
+    for key, value in _grid(workdir).items():
+      np.testing.assert_array_equal(value, reference[key], err_msg=f"{workdir} {key}")
+
+
+def _one_error_line(stderr: str) -> str:
+  lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+  assert len(lines) == 1, stderr[-3000:]
+  noise = ("coordination_service", "Check failure", "Terminating process", "Barrier", "Traceback")
+  assert not any(word in stderr for word in noise), stderr[-3000:]  # no pages of runtime output
+  return lines[0]
+
+
+@pytest.mark.slow
+def test_bad_input_on_one_process_stops_both_with_one_line(tiny_config_file, tmp_path):
+  start = time.monotonic()
+  results = _wait(_launch("train.py", ["--config", tiny_config_file, "--workdir", str(tmp_path / "w")],
+                          per_process=([], [f"--config.data.cache_dir={tmp_path / 'nothing here'}"])))
+  assert time.monotonic() - start < 60
+  assert [code for code, _, _ in results] == [2, 2]
+  assert "process 1 failed" in _one_error_line(results[0][2])
+  assert "process 1 failed" not in _one_error_line(results[1][2])  # its own error
+
+
+@pytest.mark.slow
+def test_a_killed_process_stops_the_other_within_the_timeout(tiny_config_file, tmp_path):
+  # Long enough to be killed mid-run: the classifier trains for many steps.
+  procs = _launch("train.py", ["--config", tiny_config_file, "--workdir", str(tmp_path / "w"),
+                               "--config.classifier.steps=100000"])
+  deadline = time.monotonic() + 120
+  marker = tmp_path / "w" / "checkpoints" / "classifier" / "record.json"
+  while not marker.exists():  # both processes have joined and started training
+    assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the run did not start"
+    time.sleep(0.5)
+  time.sleep(2)
+  procs[1].send_signal(signal.SIGKILL)
+  killed = time.monotonic()
+  code, _, stderr = _wait(procs[:1], limit_s=TIMEOUT_S + 60)[0]
+  procs[1].wait()
+  assert time.monotonic() - killed < TIMEOUT_S + 15
+  assert code == 2
+  assert "process 1 stopped responding" in _one_error_line(stderr)
+
+
+@pytest.mark.parametrize("timeout", [0, -5, 10 ** 6])
+def test_the_timeout_is_checked(timeout):
+  c = tiny("unused")
+  c.parallel.timeout_s = timeout
+  with pytest.raises(VQDefenseError, match="parallel.timeout_s"):
+    parallel.ParallelSpec.from_config(c.parallel)

@@ -1,0 +1,137 @@
+"""Several processes (hosts) in one run: joining, and failing together within a bounded time.
+
+Left to itself, JAX's distributed runtime answers a failed process by keeping the others waiting (in a
+collective, or at its shutdown barrier, 300 s by default) and then aborting them with pages of
+coordination-service output and stack traces. Here, with `parallel.timeout_s` = T:
+
+- joining the run is bounded by T (a process that never starts is an error after T seconds, not a hang);
+- a process that fails with an error prints it, publishes one line in the coordination service's key-value
+  store and exits at once (no shutdown barrier);
+- a watchdog thread in every process beats once a second and reads the store: another process's failure, a
+  heartbeat that has not moved for T seconds (a killed or frozen process) or a lost coordinator ends this
+  process too, with exit status 2 and one `error:` line naming the failed process. JAX's own heartbeat
+  timeout is set to 2T, so the watchdog speaks first. Process 0 hosts the coordination service: when it
+  fails with an error it waits two polls before exiting, so the others read why; when it is killed, JAX's
+  runtime in the other processes aborts them at once with its own (long) report.
+
+Every process computes the same values from the same config and data; only process 0 writes files (`is_lead`).
+JAX finds the coordinator, process count and process id by itself on Cloud TPU, SLURM, Open MPI and
+Kubernetes; elsewhere set JAX_COORDINATOR_ADDRESS (read by JAX), JAX_NUM_PROCESSES and JAX_PROCESS_ID (read
+here). README.md, *Several processes or hosts*, has the commands.
+"""
+
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+
+import jax
+
+from vqdefense_jax.core.errors import VQDefenseError
+
+FAILED = "vqdefense/failed/"     # key-value store: FAILED<process id> = one-line reason
+ALIVE = "vqdefense/alive/"       # ALIVE<process id> = heartbeat counter
+EXIT_STATUS = 2                  # the command line's status for an error
+POLL_S = 1.0                     # the watchdog's period
+_state: dict = {}                # 'client', 'timeout', 'stopping' once joined
+
+
+def joined() -> bool:
+  return "client" in _state
+
+
+def join(timeout_s: float) -> None:
+  """Join the multi-process run (before any other JAX call); start the watchdog."""
+  if joined():
+    return
+  kwargs = {}
+  for key, env in (("num_processes", "JAX_NUM_PROCESSES"), ("process_id", "JAX_PROCESS_ID")):
+    if os.environ.get(env):
+      kwargs[key] = int(os.environ[env])
+  timeout = max(1, int(timeout_s))
+  try:
+    jax.distributed.initialize(**kwargs, initialization_timeout=timeout, shutdown_timeout_seconds=timeout,
+                               heartbeat_timeout_seconds=2 * timeout)  # the watchdog reports first
+  except Exception as e:  # pylint: disable=broad-except  (the runtime raises several types)
+    raise VQDefenseError(f"process {kwargs.get('process_id', '?')} could not join the run (waited up to "
+                         f"parallel.timeout_s = {timeout} s): {_first_line(e)}") from e
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  if jax.process_index() != 0:  # process 0 reports; the others warn and fail only
+    logging.getLogger().setLevel(logging.WARNING)  # (and their progress bars are off: parallel.is_lead)
+  _state.update(client=jax_distributed.global_state.client, timeout=timeout, stopping=False)
+  threading.Thread(target=_watch, name="vqdefense-watchdog", daemon=True).start()
+  import atexit  # pylint: disable=g-import-not-at-top
+  atexit.register(_state.update, stopping=True)  # runs before JAX's shutdown (registered earlier)
+
+
+def barrier(name: str) -> None:
+  """Wait until every process has called `barrier` with this name as often as this one (the watchdog ends the
+  wait if a process fails)."""
+  count = _state.setdefault("barriers", {}).get(name, 0) + 1
+  _state["barriers"][name] = count
+  _state["client"].wait_at_barrier(f"vqdefense/{name}/{count}", 1000 * 86400)
+
+
+def fail(message: str) -> None:
+  """This process failed (its error is already printed): tell the others, and exit now."""
+  try:
+    _state["client"].key_value_set(FAILED + str(jax.process_index()), " ".join(message.split())[:500])
+  except Exception:  # pylint: disable=broad-except  (the coordinator may be gone already)
+    pass
+  if jax.process_index() == 0:  # it hosts the coordination service: let the others read the reason first
+    time.sleep(2 * POLL_S)
+  _exit()
+
+
+def fail_with_traceback(e: BaseException) -> None:
+  """This process hit an unexpected error. A collective whose peer died fails like a bug (a JAX runtime error):
+  give the watchdog up to timeout_s to name that peer (it then ends the process with that one line), and only
+  then report this error as this process's failure."""
+  if isinstance(e, jax.errors.JaxRuntimeError):
+    time.sleep(_state["timeout"] + 2 * POLL_S)
+  traceback.print_exception(e)
+  fail(f"{type(e).__name__}: {_first_line(e)}")
+
+
+def _first_line(e: BaseException) -> str:
+  text = str(e).strip()
+  return (text.splitlines()[0] if text else type(e).__name__)[:300]
+
+
+def _exit() -> None:
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(EXIT_STATUS)  # pylint: disable=protected-access  (no atexit: JAX's shutdown barrier would wait)
+
+
+def _stop(reason: str) -> None:
+  print(f"error: {reason}; process {jax.process_index()} stops too", file=sys.stderr)
+  _exit()
+
+
+def _watch() -> None:
+  client, timeout, me, n = _state["client"], _state["timeout"], jax.process_index(), jax.process_count()
+  seen = {p: (None, time.monotonic()) for p in range(n) if p != me}  # heartbeat value, when it last moved
+  beat = 0
+  while True:
+    beat += 1
+    try:
+      client.key_value_set(ALIVE + str(me), str(beat), allow_overwrite=True)
+      failed = client.key_value_dir_get(FAILED)
+      alive = {key.rsplit("/", 1)[-1]: value for key, value in client.key_value_dir_get(ALIVE)}
+    except Exception as e:  # pylint: disable=broad-except
+      if _state.get("stopping"):  # the run is over: the coordinator shut down normally
+        return
+      _stop(f"lost the coordination service (process 0 stopped?): {_first_line(e)}")
+    for key, reason in failed:
+      if key.rsplit("/", 1)[-1] != str(me):
+        _stop(f"process {key.rsplit('/', 1)[-1]} failed: {reason}")
+    now = time.monotonic()
+    for p, (value, since) in seen.items():
+      if alive.get(str(p)) != value:
+        seen[p] = (alive.get(str(p)), now)
+      elif now - since > timeout and not _state.get("stopping"):
+        _stop(f"process {p} stopped responding {timeout} s ago (killed, or frozen; parallel.timeout_s)")
+    time.sleep(POLL_S)
