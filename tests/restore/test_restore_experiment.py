@@ -1,0 +1,146 @@
+"""The restoration system end to end on a tiny config: train_all trains the classifier and the restorers,
+evaluate writes restoration.json, tables and figures; checkpoints are bound to their config; RGB faces from TFDS
+(celeb_a under `tfds.testing.mock_data`) go through the same path; bad configs are one-line errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from vqdefense_jax.core import config as config_lib
+from vqdefense_jax.core import data as data_lib
+from vqdefense_jax.core.errors import VQDefenseError
+from vqdefense_jax.restore import config as restore_config
+from vqdefense_jax.restore import experiment
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "restore")
+
+
+def tiny_restore(data_dir: str):
+  """Small enough to train and evaluate in seconds: 16×16 images, width 4, one residual block, 4 steps."""
+  c = restore_config.base_config()
+  c.data.cache_dir = str(data_dir)
+  c.data.auto_fetch = False
+  c.data.image_size = 16
+  c.generator.width = 4
+  c.generator.blocks = 1
+  c.discriminator.width = 4
+  c.gan.batch_size = 16
+  c.gan.steps = 4
+  c.variants = ("cbam", "cbam_l1only")  # one network shape: initialisation and Grad-CAM compile once
+  c.classifier.batch_size = 16
+  c.classifier.epochs = 0
+  c.classifier.steps = 4
+  c.eval.figure_examples = 3
+  c.eval.ssim_filter_size = 7
+  c.train.checkpoint_every = 2
+  c.train.log_every = 2
+  return c
+
+
+def test_the_configs_build():
+  for name, variants in (("quick", ("cbam", "nocbam", "cbam_l1only", "cbam_lambda100")),
+                         ("paper", ("cbam", "nocbam", "cbam_l1only", "cbam_lambda100")),
+                         ("faces", ("cbam", "nocbam"))):
+    c = config_lib.load(os.path.join(CONFIGS, f"{name}.py"))
+    exp = experiment.Experiment.from_config(c)
+    assert exp.variant_names == variants and c.system == "restore"
+  exp = experiment.Experiment.from_config(config_lib.load(os.path.join(CONFIGS, "quick.py")))
+  assert [(v.cbam, v.adversarial, v.l1_weight) for v in exp.variants] == [
+      (True, True, 1.0), (False, True, 1.0), (True, False, 1.0), (True, True, 100.0)]
+  assert exp.nets.d_layers == 1  # 24×24: the deepest PatchGAN whose receptive field (16) fits
+
+
+def test_bad_configs_are_one_line_errors(data_dir):
+  cases = [("variants", ("cbam", "cbam"), "distinct"),
+           ("variants", ("attention",), "expected 'cbam' or 'nocbam'"),
+           ("variants", ("cbam_l1only_l1only",), "expected 'cbam' or 'nocbam'"),
+           ("variants", ("cbam", "cbam_lambda1"), "are the same model"),
+           ("variants", ("nocbam_l1only_lambda0",), "> 0 with l1only"),
+           ("data.image_size", 18, "divisible by 4"),
+           ("mosaic.block", 32, "larger than the image side"),
+           ("mosaic.region", "face", "mosaic.region"),
+           ("discriminator.layers", 3, "no patch"),
+           ("eval.ssim_filter_size", 4, "odd"),
+           ("gan.steps", 0, "gan.batch_size"),
+           ("data.dataset", "celeb_a", "needs data.source='tfds'")]
+  for key, value, message in cases:
+    c = tiny_restore(data_dir)
+    section, _, field = key.rpartition(".")
+    (c[section] if section else c)[field] = value
+    with pytest.raises(VQDefenseError, match=message):
+      experiment.Experiment.from_config(c)
+  c = tiny_restore(data_dir)
+  c.data.source, c.data.dataset = "tfds", "celeb_a"
+  with pytest.raises(VQDefenseError, match="eval.classifier=false"):
+    experiment.Experiment.from_config(c)
+
+
+def _check_result(r, variants, classifier: bool):
+  assert r["variants"] == list(variants)
+  for v in variants:
+    for metric in ("psnr", "ssim"):
+      for inp in ("mosaic", "restored"):
+        assert set(r[metric][v][inp]) == {"box", "image"}
+    assert r["psnr"][v]["mosaic"] == r["psnr"][variants[0]]["mosaic"]  # the input is the same for every variant
+    for region in ("box", "image"):
+      assert -1 <= r["ssim"][v]["restored"][region] <= 1 and r["psnr"][v]["restored"][region] > 0
+    # A mosaic changes only the box: over the whole image it is closer to the clean image than over the box.
+    assert r["psnr"][v]["mosaic"]["image"] > r["psnr"][v]["mosaic"]["box"]
+    assert r["gradcam_concentration"][v] is not None and r["gradcam_concentration"][v] >= 0
+    assert len(r["gradcam_concentration_layers"][v]) == len(r["layers"]) == 1
+  if classifier:
+    assert set(r["accuracy"]) == {"clean", "mosaic", "restored"} and set(r["accuracy"]["restored"]) == set(variants)
+    acc = r["accuracy"]
+    assert all(0 <= a <= 1 for a in [acc["clean"], acc["mosaic"], *acc["restored"].values()])
+    assert set(r["classifier_gradcam"]["accuracy"]) == {"clean", "adversarial", "purified"}
+  else:
+    assert r["accuracy"] is None
+
+
+@pytest.mark.slow
+def test_train_all_then_evaluate_writes_restoration_json_and_checkpoints_are_bound(data_dir, tmp_path):
+  c = tiny_restore(data_dir)
+  exp = experiment.Experiment.from_config(c)
+  workdir = str(tmp_path / "run")
+  with pytest.raises(VQDefenseError, match="no checkpoint"):
+    experiment.evaluate(exp, workdir, train_missing=False)
+  params = experiment.train_all(exp, workdir)
+  assert set(params) == {"classifier", "restorer_cbam", "restorer_cbam_l1only"}
+  r = experiment.evaluate(exp, workdir, train_missing=False)
+  with open(os.path.join(workdir, "restoration.json")) as f:
+    assert json.load(f) == json.loads(json.dumps(r))
+  _check_result(r, exp.variant_names, classifier=True)
+  assert r["num_images"] == 40 and r["image_shape"] == [16, 16, 1]
+  for name in ("table_quality.md", "table_quality.csv", "table_gradcam.md", "table_accuracy.md", "fig_gradcam.png",
+               "fig_gradcam_layers.png", "fig_gradcam_classifier.png", "fig_restorations.png", "fig_quality.png",
+               "config.json", "metrics.jsonl", "checkpoints/restorer_cbam/record.json"):
+    assert os.path.exists(os.path.join(workdir, name)), name
+  assert experiment.format_result(r).count("restored") == 2
+  # Another λ: both restorers' checkpoints are refused, naming the field, before anything is written.
+  c.gan.l1_weight = 10.0
+  other = experiment.Experiment.from_config(c)
+  with pytest.raises(VQDefenseError, match=r"restorer_cbam .*gan.l1_weight: 1.0 -> 10.0"):
+    experiment.train_all(other, workdir)
+  with pytest.raises(VQDefenseError, match="another config"):
+    experiment.evaluate(other, workdir, train_missing=False)
+
+
+@pytest.mark.slow
+def test_rgb_faces_from_tfds_restore_end_to_end(tmp_path):
+  tfds = pytest.importorskip("tensorflow_datasets")
+  c = tiny_restore("")
+  c.data.source, c.data.dataset = "tfds", "celeb_a"
+  c.data.test_subset = 4
+  c.eval.classifier = False
+  c.variants = ("cbam",)
+  exp = experiment.Experiment.from_config(c)
+  with tfds.testing.mock_data(num_examples=20):
+    ds = data_lib.load_dataset(exp.data)
+    assert ds.train_images.shape[1:] == (16, 16, 3)
+    experiment.train_all(exp, str(tmp_path / "run"), ds=ds)
+    r = experiment.evaluate(exp, str(tmp_path / "run"), train_missing=False)
+  _check_result(r, ("cbam",), classifier=False)
+  assert r["image_shape"] == [16, 16, 3] and r["num_images"] == 4
+  assert np.isfinite(r["realness"]["cbam"])

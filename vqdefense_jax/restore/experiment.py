@@ -1,0 +1,513 @@
+"""A restoration experiment from config to tables: train the classifier and one restorer per variant, evaluate.
+
+Workdir layout (every checkpoint directory holds the record.json of what made it; another config's run that asks
+for it is an error, or with --retrain deletes and trains it again):
+  checkpoints/classifier/            the MNIST classifier (eval.classifier)
+  checkpoints/restorer_<variant>/    one per `variants` entry ('cbam', 'nocbam', 'cbam_l1only', ...)
+  metrics.jsonl, config.json
+  restoration.json                   every number below, and the config
+  table_quality.{csv,md}             PSNR and SSIM over the box and the whole image: mosaicked and restored
+  table_gradcam.{csv,md}             Grad-CAM concentration on the box, per CBAM layer and in all
+  table_accuracy.{csv,md}            classifier accuracy on clean, mosaicked, restored, attacked, purified images
+  fig_restorations.png               clean / mosaicked / every variant's restoration
+  fig_gradcam.png                    the document's Fig. 2: per variant, the input, G's output, the Grad-CAM map
+                                     of its CBAM layers (mean of the layers' maps) and its overlay on the input
+  fig_gradcam_layers.png             each CBAM layer's map apart (the first variant)
+  fig_gradcam_classifier.png         the classifier's Grad-CAM on clean, attacked and purified images
+  fig_quality.png                    PSNR and SSIM over the box, per variant
+
+Training pairs are (mosaic(x_i), x_i) for the training images, the box of image i a function of (seed, i); the
+test pairs likewise with another seed. Every variant is trained from the same initialisation seed and batch
+order (`stable_seed(seed, 'restorer')`), so an ablation changes only what its name says.
+
+Evaluation (eval.num_images test images):
+  psnr, ssim          [variant]['mosaic' | 'restored']['box' | 'image'] against the clean image (quality.py);
+                      'mosaic' is the de-identified input, the same for every variant
+  gradcam_concentration[variant]   the mean over CBAM layers of each layer's mean (over images) ratio of
+                      Grad-CAM mass in the box to the box's area share (gradcam.py); above 1: attention
+                      concentrates on the box. `gradcam_concentration_layers` has each layer's value.
+                      With mosaic.region = 'image' the box is the whole image and every ratio is 1.
+  realness[variant]   mean over images of D(G(x)) (the logit Grad-CAM explains; its own D)
+  accuracy            the classifier on 'clean', 'mosaic', 'restored'[variant]
+  classifier_gradcam  FGSM at eval.attack_epsilon against the classifier (grey-box), 'purified' = the first
+                      variant's restorer applied to the attacked image (trained on mosaic pairs; the restorer
+                      trained on adversarial pairs is the purification grid's): accuracies and the figure.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import re
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matplotlib import colormaps
+
+from vqdefense_jax.core import attacks
+from vqdefense_jax.core import checkpoints
+from vqdefense_jax.core import classifier
+from vqdefense_jax.core import config as config_lib
+from vqdefense_jax.core import data as data_lib
+from vqdefense_jax.core import files
+from vqdefense_jax.core import report as draw
+from vqdefense_jax.core import training
+from vqdefense_jax.core.config import require
+from vqdefense_jax.core.errors import VQDefenseError
+from vqdefense_jax.core.metrics import MetricsLog
+from vqdefense_jax.restore import gan
+from vqdefense_jax.restore import gradcam
+from vqdefense_jax.restore import models
+from vqdefense_jax.restore import mosaic as mosaic_lib
+from vqdefense_jax.restore import quality
+from vqdefense_jax.restore.config import base_config
+
+# Bump when a code change alters what a checkpoint trained from the same config holds.
+CODE_VERSION = 1
+_LAMBDA = re.compile(r"lambda(\d+(?:\.\d+)?(?:e-?\d+)?)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One restorer of the comparison: its name (also its checkpoint's) and what it changes."""
+  name: str
+  cbam: bool
+  adversarial: bool
+  l1_weight: float
+
+  @classmethod
+  def parse(cls, name: str, l1_weight: float) -> "Variant":
+    """'cbam' | 'nocbam', then optionally 'l1only' and 'lambda<λ>', joined by '_' (restore/config.py)."""
+    tokens = name.split("_")
+    bad = (f"variant {name!r}: expected 'cbam' or 'nocbam', then optionally '_l1only' and '_lambda<λ>' (e.g. "
+           "'cbam_lambda100')")
+    require(tokens[0] in ("cbam", "nocbam"), bad)
+    adversarial, lam, given = True, l1_weight, False
+    for t in tokens[1:]:
+      if t == "l1only" and adversarial:
+        adversarial = False
+      elif (m := _LAMBDA.match(t)) and not given:
+        lam, given = float(m.group(1)), True
+      else:
+        raise VQDefenseError(bad)
+    require(math.isfinite(lam) and lam >= 0 and (adversarial or lam > 0),
+            f"variant {name!r}: λ must be finite and >= 0 (> 0 with l1only), got {lam}")
+    return cls(name, tokens[0] == "cbam", adversarial, lam)
+
+
+@dataclasses.dataclass(frozen=True)
+class NetSpec:
+  """The `generator` and `discriminator` sections, with D's depth resolved for the image size."""
+  width: int
+  blocks: int
+  d_width: int
+  d_layers: int
+
+  @classmethod
+  def from_config(cls, g, d, image_size: int) -> "NetSpec":
+    require(1 <= g.width <= 1024 and 0 <= g.blocks <= 64, f"generator.width (1..1024) and generator.blocks (0..64) "
+            f"out of range: {g.width}, {g.blocks}")
+    require(1 <= d.width <= 1024 and 0 <= d.layers <= 8, f"discriminator.width (1..1024) and discriminator.layers "
+            f"(0..8; 0: by image size) out of range: {d.width}, {d.layers}")
+    spec = cls(g.width, g.blocks, d.width, d.layers or models.patch_layers(image_size))
+    models.check_shapes((image_size, image_size, 1), spec.blocks, spec.d_layers)
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class GANSpec:
+  l1_weight: float
+  learning_rate: float
+  batch_size: int
+  steps: int
+
+  @classmethod
+  def from_config(cls, s) -> "GANSpec":
+    spec = cls(float(s.l1_weight), float(s.learning_rate), s.batch_size, s.steps)
+    require(spec.l1_weight >= 0 and spec.learning_rate > 0, "gan.l1_weight must be >= 0 and gan.learning_rate > 0")
+    require(1 <= spec.batch_size <= training.MAX_BATCH and 1 <= spec.steps <= training.MAX_STEPS,
+            f"gan.batch_size must be in 1..{training.MAX_BATCH} and gan.steps in 1..{training.MAX_STEPS}")
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  num_images: int
+  classifier: bool
+  attack_epsilon: float
+  ssim_filter_size: int
+  ssim_sigma: float
+  figure_examples: int
+
+  @classmethod
+  def from_config(cls, s) -> "EvalSpec":
+    spec = cls(s.num_images, s.classifier, float(s.attack_epsilon), s.ssim_filter_size, float(s.ssim_sigma),
+               s.figure_examples)
+    require(spec.num_images >= 0, "eval.num_images must be >= 0 (0: every test image)")
+    require(0 < spec.attack_epsilon <= 1, f"eval.attack_epsilon must be in (0, 1], got {spec.attack_epsilon}")
+    require(spec.ssim_filter_size >= 1 and spec.ssim_filter_size % 2 == 1 and spec.ssim_sigma > 0,
+            f"eval.ssim_filter_size must be odd and >= 1 and eval.ssim_sigma > 0, got {spec.ssim_filter_size} and "
+            f"{spec.ssim_sigma}")
+    require(1 <= spec.figure_examples <= 64, "eval.figure_examples must be in 1..64")
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  seed: int
+  data: data_lib.DataSpec
+  mosaic: mosaic_lib.Mosaic
+  nets: NetSpec
+  gan: GANSpec
+  variants: tuple[Variant, ...]
+  classifier: training.Schedule | None        # None without eval.classifier
+  classifier_model: classifier.Classifier
+  eval: EvalSpec
+  loop: training.LoopSpec
+  config: dict = dataclasses.field(compare=False, repr=False)
+
+  @classmethod
+  def from_config(cls, c) -> "Experiment":
+    config_lib.check_types(c, base_config())
+    require(c.system == "restore", f"a restoration config has system='restore', not {c.system!r}")
+    require(0 <= c.seed < 2 ** 32, f"seed must be in 0..{2 ** 32 - 1}, got {c.seed}")
+    data = data_lib.DataSpec.from_config(c.data)
+    ev = EvalSpec.from_config(c.eval)
+    require(not ev.classifier or data.dataset == "mnist", f"data.dataset={data.dataset!r} has no digit labels for "
+            "the MNIST classifier: set eval.classifier=false (configs/restore/faces.py does)")
+    mosaic = mosaic_lib.Mosaic.from_config(c.mosaic)
+    mosaic.cells(data.image_size)  # the block fits in the image
+    gan_spec = GANSpec.from_config(c.gan)
+    names = tuple(c.variants)
+    require(bool(names) and len(set(names)) == len(names), f"variants must be distinct names, got {names}")
+    variants = tuple(Variant.parse(n, gan_spec.l1_weight) for n in names)
+    same = {}
+    for v in variants:
+      key = (v.cbam, v.adversarial, v.l1_weight)
+      require(key not in same, f"variants {same.get(key)!r} and {v.name!r} are the same model (λ = {v.l1_weight})")
+      same[key] = v.name
+    return cls(seed=c.seed, data=data, mosaic=mosaic,
+               nets=NetSpec.from_config(c.generator, c.discriminator, data.image_size), gan=gan_spec,
+               variants=variants,
+               classifier=training.Schedule.from_config(c.classifier, "classifier") if ev.classifier else None,
+               classifier_model=classifier.from_config(c.classifier), eval=ev,
+               loop=training.LoopSpec.from_config(c.train), config=c.to_dict())
+
+  @property
+  def variant_names(self) -> tuple[str, ...]:
+    return tuple(v.name for v in self.variants)
+
+
+def restorer_name(v: Variant) -> str:
+  return f"restorer_{v.name}"
+
+
+# --- records ---------------------------------------------------------------------------------------------
+
+def _common(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
+  return dict(code_version=CODE_VERSION, seed=exp.seed,
+              data=dict(dataset=exp.data.dataset, image_size=exp.data.image_size,
+                        train_examples=len(ds.train_images), train_sha256=ds.train_sha256))
+
+
+def classifier_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
+  s = exp.classifier
+  return dict(model="classifier", **_common(exp, ds),
+              classifier=dict(optimizer=s.optimizer, learning_rate=s.learning_rate,
+                              lr_decay_per_epoch=s.lr_decay_per_epoch, batch_size=s.batch_size,
+                              input_mean=exp.classifier_model.mean, input_std=exp.classifier_model.std))
+
+
+def restorer_record(exp: Experiment, ds: data_lib.Dataset, v: Variant) -> dict[str, Any]:
+  """What a restorer checkpoint was made from; gan.steps is left out, so a longer schedule continues it."""
+  n = exp.nets
+  return dict(model=restorer_name(v), **_common(exp, ds), mosaic=dataclasses.asdict(exp.mosaic),
+              generator=dict(width=n.width, blocks=n.blocks, cbam=v.cbam, cbam_reduction=models.REDUCTION,
+                             cbam_kernel=models.SPATIAL_KERNEL),
+              discriminator=dict(width=n.d_width, layers=n.d_layers),
+              gan=dict(adversarial=v.adversarial, l1_weight=v.l1_weight, learning_rate=exp.gan.learning_rate,
+                       adam_b1=gan.ADAM_B1, adam_b2=gan.ADAM_B2, batch_size=exp.gan.batch_size))
+
+
+def records(exp: Experiment, ds: data_lib.Dataset) -> dict[str, dict[str, Any]]:
+  """Every checkpoint of the experiment by name, with its record."""
+  out = {"classifier": classifier_record(exp, ds)} if exp.classifier is not None else {}
+  return out | {restorer_name(v): restorer_record(exp, ds, v) for v in exp.variants}
+
+
+# --- data and steps --------------------------------------------------------------------------------------
+
+def _batched(fn: Callable, *arrays: np.ndarray, batch: int = 500) -> Any:
+  """fn over the leading axis of `arrays` in batches; every output (a tuple or one array) concatenated."""
+  parts = [fn(*(a[i:i + batch] for a in arrays)) for i in range(0, len(arrays[0]), batch)]
+  if isinstance(parts[0], tuple):
+    return tuple(np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(parts[0])))
+  return np.concatenate([np.asarray(p) for p in parts])
+
+
+def pairs(exp: Experiment, images: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """(mosaicked images, box masks) of a split's images, image i's box from (seed of the split, i)."""
+  seed = training.stable_seed(exp.seed, f"mosaic/{split}")
+  index = np.arange(len(images), dtype=np.int32)
+  return _batched(lambda x, i: mosaic_lib.deidentify(exp.mosaic, seed, x, i), images, index, batch=1000)
+
+
+def restorer_step(exp: Experiment, v: Variant) -> gan.RestorerStep:
+  n = exp.nets
+  return gan.RestorerStep(width=n.width, blocks=n.blocks, cbam=v.cbam, d_width=n.d_width, d_layers=n.d_layers,
+                          adversarial=v.adversarial, l1_weight=v.l1_weight, learning_rate=exp.gan.learning_rate,
+                          seed=training.stable_seed(exp.seed, "restorer"))
+
+
+def _image_shape(ds: data_lib.Dataset) -> tuple[int, int, int]:
+  return tuple(int(s) for s in ds.train_images.shape[1:])
+
+
+def _classifier_run(exp: Experiment, ds: data_lib.Dataset):
+  """(step, init, number of steps) of the classifier, seeded as the purification experiment seeds its own."""
+  n_train = len(ds.train_images)
+  seed = training.stable_seed(exp.seed, "classifier")
+  model = exp.classifier_model
+  step = training.SupervisedStep(classifier.ClassifierLoss(model), exp.classifier.optimizer_spec(n_train), seed)
+  init = lambda: step.init(classifier.init_params(seed, exp.data.image_size, model), {})
+  return step, init, exp.classifier.num_steps(n_train)
+
+
+def _fit(step, init, batches, num_steps: int, workdir: str, name: str, record, consts, metrics, exp: Experiment,
+         stop_at: int | None):
+  return training.fit(step, init, batches, num_steps=num_steps, ckpt_dir=os.path.join(workdir, "checkpoints", name),
+                      name=name, consts=consts, metrics=metrics, checkpoint_every=exp.loop.checkpoint_every,
+                      log_every=exp.loop.log_every, stop_at=stop_at, record=record)
+
+
+def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,
+              ds: data_lib.Dataset | None = None) -> dict[str, Any]:
+  """Train (or resume, or skip when finished) the classifier and every restorer; returns their params by
+  checkpoint name ('classifier', 'restorer_<variant>')."""
+  workdir = files.prepare_workdir(workdir)
+  ds = ds or data_lib.load_dataset(exp.data)
+  wanted = records(exp, ds)
+  checkpoints.replace_stale({os.path.join(workdir, "checkpoints", name): r for name, r in wanted.items()}, retrain)
+  files.write_json_atomic(os.path.join(workdir, "config.json"), exp.config)
+  metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+  out = {}
+  if exp.classifier is not None:
+    step, init, num_steps = _classifier_run(exp, ds)
+    batches = training.IndexBatches(step.seed, len(ds.train_images), exp.classifier.batch_size)
+    consts = (jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels), None)
+    out["classifier"] = _fit(step, init, batches, num_steps, workdir, "classifier", wanted["classifier"], consts,
+                             metrics, exp, stop_at).params
+  x_mosaic, _ = pairs(exp, ds.train_images, "train")
+  consts = (jnp.asarray(x_mosaic), jnp.asarray(ds.train_images))  # on the device once for every variant
+  shape = _image_shape(ds)
+  for v in exp.variants:
+    step, name = restorer_step(exp, v), restorer_name(v)
+    batches = training.IndexBatches(step.seed, len(ds.train_images), exp.gan.batch_size)
+    out[name] = _fit(step, lambda: step.init(shape), batches, exp.gan.steps, workdir, name, wanted[name], consts,
+                     metrics, exp, stop_at).params
+  return out
+
+
+def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> dict[str, Any]:
+  """Every model's params (as `train_all` returns them) from finished checkpoints made from this config."""
+  workdir = os.path.abspath(workdir)
+  wanted = records(exp, ds)
+  shape = _image_shape(ds)
+  restore = lambda name, init, num_steps: checkpoints.restore_finished(
+      os.path.join(workdir, "checkpoints", name), wanted[name], jax.eval_shape(init), num_steps, name).params
+  out = {}
+  if exp.classifier is not None:
+    _, init, num_steps = _classifier_run(exp, ds)
+    out["classifier"] = restore("classifier", init, num_steps)
+  for v in exp.variants:
+    step = restorer_step(exp, v)
+    out[restorer_name(v)] = restore(restorer_name(v), lambda: step.init(shape), exp.gan.steps)
+  return out
+
+
+# --- evaluation ------------------------------------------------------------------------------------------
+
+def _finite(v: float) -> float | None:
+  """JSON has no NaN or infinity: an undefined value is null."""
+  return float(v) if math.isfinite(v) else None
+
+
+def _jet(map_NxHxW: np.ndarray) -> np.ndarray:
+  """Each map scaled by its own maximum and coloured (jet, as Grad-CAM figures are): (N, H, W, 3)."""
+  peak = map_NxHxW.max(axis=(1, 2), keepdims=True)
+  return colormaps["jet"](np.where(peak > 0, map_NxHxW / np.where(peak > 0, peak, 1), 0))[..., :3]
+
+
+def _rgb(x_NxHxWxC: np.ndarray) -> np.ndarray:
+  return np.repeat(x_NxHxWxC, 3, axis=-1) if x_NxHxWxC.shape[-1] == 1 else x_NxHxWxC
+
+
+def overlay(x_NxHxWxC: np.ndarray, map_NxHxW: np.ndarray) -> np.ndarray:
+  """Half the image, half its coloured map (Grad-CAM's overlays)."""
+  return 0.5 * _rgb(np.clip(x_NxHxWxC, 0, 1)) + 0.5 * _jet(map_NxHxW)
+
+
+def cbam_gradcam(params: gan.RestorerParams, x: np.ndarray, mask: np.ndarray, batch: int = 250) -> dict[str, Any]:
+  """Grad-CAM of the restorer's CBAM layers on de-identified images `x` with their boxes `mask`: maps (N, L, H, W),
+  concentration per image and layer (N, L), D(G(x)) (N,)."""
+  parts = [gradcam.restorer_gradcam(params, jnp.asarray(x[i:i + batch])) for i in range(0, len(x), batch)]
+  maps_NxLxHxW = np.concatenate([np.asarray(m) for m, _ in parts])
+  score_N = np.concatenate([np.asarray(s) for _, s in parts])
+  conc_NxL = np.stack([np.asarray(gradcam.concentration(jnp.asarray(maps_NxLxHxW[:, j]), jnp.asarray(mask)))
+                       for j in range(maps_NxLxHxW.shape[1])], axis=1)
+  return dict(maps=maps_NxLxHxW, concentration=conc_NxL, score=score_N)
+
+
+def _concentration_summary(conc_NxL: np.ndarray) -> tuple[float | None, list[float | None], int]:
+  """(mean over layers of each layer's mean over images, each layer's mean, images where every layer's is
+  defined)."""
+  defined = np.isfinite(conc_NxL)
+  per_layer = [float(np.mean(c[d])) if d.any() else float("nan") for c, d in zip(conc_NxL.T, defined.T)]
+  return _finite(float(np.mean(per_layer))), [_finite(v) for v in per_layer], int(defined.all(axis=1).sum())
+
+
+def classifier_views(exp: Experiment, cls_params, x: np.ndarray, y: np.ndarray, purify) -> dict[str, np.ndarray]:
+  """Clean, grey-box FGSM (eval.attack_epsilon) and purified (`purify` of the attacked) images."""
+  logits = classifier.logits_fn(cls_params, exp.classifier_model)
+  sign = _batched(jax.jit(lambda a, b: attacks.fgsm_sign(logits, a, b)), x, y)
+  adv = np.clip(x + exp.eval.attack_epsilon * sign, 0.0, 1.0).astype(np.float32)
+  return dict(clean=x, adversarial=adv, purified=_batched(purify, adv))
+
+
+def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain: bool = False) -> dict[str, Any]:
+  """PSNR/SSIM, Grad-CAM concentration and accuracy of every variant; writes restoration.json, tables and figures.
+  Trains what is missing first when `train_missing` (`retrain` as in `train_all`)."""
+  workdir = files.prepare_workdir(workdir)
+  ds = data_lib.load_dataset(exp.data)
+  try:
+    params = load_trained(exp, workdir, ds)
+  except VQDefenseError:
+    if not train_missing:
+      raise
+    params = train_all(exp, workdir, retrain=retrain, ds=ds)  # a mismatch without --retrain is raised there
+  n = min(exp.eval.num_images or len(ds.test_images), len(ds.test_images))
+  clean, labels = ds.test_images[:n], ds.test_labels[:n]
+  x_mosaic, mask = pairs(exp, clean, "test")
+  q = lambda a: quality.summarise(a, clean, mask, exp.eval.ssim_filter_size, exp.eval.ssim_sigma)
+  q_mosaic = q(x_mosaic)
+  names = list(exp.variant_names)
+  result = dict(variants=names, num_images=int(n), image_shape=list(clean.shape[1:]),
+                mosaic=dataclasses.asdict(exp.mosaic), box_area=float(mask.mean()),
+                psnr={}, ssim={}, gradcam_concentration={}, gradcam_concentration_layers={}, gradcam_defined={},
+                realness={}, layers=list(models.Generator(blocks=exp.nets.blocks).layer_names))
+  k = min(exp.eval.figure_examples, n)
+  restored, maps = {}, {}
+  for v in exp.variants:
+    p = params[restorer_name(v)]
+    restored[v.name] = _batched(lambda x: gan.restore(p, x), x_mosaic)
+    q_restored = q(restored[v.name])
+    for metric in ("psnr", "ssim"):
+      result[metric][v.name] = {inp: {r: _finite(val) for r, val in qq[metric].items()}
+                                for inp, qq in (("mosaic", q_mosaic), ("restored", q_restored))}
+    cams = cbam_gradcam(p, x_mosaic, mask)
+    (result["gradcam_concentration"][v.name], result["gradcam_concentration_layers"][v.name],
+     result["gradcam_defined"][v.name]) = _concentration_summary(cams["concentration"])
+    result["realness"][v.name] = float(np.mean(cams["score"]))
+    maps[v.name] = cams["maps"][:k]
+  figures = dict(clean=clean[:k], mosaic=x_mosaic[:k], restored={v: r[:k] for v, r in restored.items()}, maps=maps)
+  result["accuracy"] = None
+  if exp.classifier is not None:
+    cls_params, model = params["classifier"], exp.classifier_model
+    acc = lambda x: classifier.accuracy(cls_params, x, labels, model=model)
+    result["accuracy"] = dict(clean=acc(clean), mosaic=acc(x_mosaic), restored={v: acc(r) for v, r in restored.items()})
+    first = params[restorer_name(exp.variants[0])]
+    views = classifier_views(exp, cls_params, clean, labels, lambda x: gan.restore(first, x))
+    result["classifier_gradcam"] = dict(
+        epsilon=exp.eval.attack_epsilon, purified_by=restorer_name(exp.variants[0]), layer=gradcam.CLASSIFIER_LAYER,
+        target="true class", accuracy={name: acc(x) for name, x in views.items()})
+    cam = jax.jit(lambda x, c: gradcam.classifier_gradcam(model, cls_params, x, c)[0])
+    figures["classifier"] = {name: (x[:k], np.asarray(cam(jnp.asarray(x[:k]), jnp.asarray(labels[:k]))))
+                             for name, x in views.items()}
+  result["config"] = exp.config
+  _write(result, figures, workdir)
+  return result
+
+
+def _write(result: dict[str, Any], figures: dict[str, Any], workdir: str) -> None:
+  names, layers = result["variants"], result["layers"]
+  with files.staged(workdir) as target:
+    with open(target("restoration.json"), "w") as f:
+      json.dump(result, f, indent=2)
+    m = result["mosaic"]
+    info = (f"{result['num_images']} test images {'×'.join(map(str, result['image_shape']))}; mosaic block "
+            f"{m['block']} over {'a random box per image' if m['region'] == 'box' else 'the whole image'} "
+            f"(mean box area {result['box_area']:.3f} of the image)")
+    nan = float("nan")
+    val = lambda x: nan if x is None else x
+    cols = ["psnr_box", "psnr_image", "ssim_box", "ssim_image"]
+    row = lambda v, inp: [val(result[mt][v][inp][r]) for mt in ("psnr", "ssim") for r in ("box", "image")]
+    draw.table(target, "table_quality", "Restoration quality against the clean image (PSNR in dB; SSIM)", info,
+               ["variant", "input"], [["-", "mosaic"]] + [[v, "restored"] for v in names],
+               [row(names[0], "mosaic")] + [row(v, "restored") for v in names], cols)
+    draw.table(target, "table_gradcam", "Grad-CAM of the CBAM layers (score D(G(x))): mass share in the box / box "
+               "area share (1: uniform, > 1: concentrated on the box)", info, ["variant"], [[v] for v in names],
+               [[val(result["gradcam_concentration"][v])] + [val(x) for x in result["gradcam_concentration_layers"][v]]
+                + [result["realness"][v]] for v in names], ["concentration"] + layers + ["mean_D_logit"])
+    acc = result["accuracy"]
+    if acc is not None:
+      cg = result["classifier_gradcam"]
+      labels = ([["clean"], ["mosaic"]] + [[f"restored ({v})"] for v in names]
+                + [[f"FGSM eps={cg['epsilon']:g}"], [f"FGSM, then {cg['purified_by']}"]])
+      values = ([[acc["clean"]], [acc["mosaic"]]] + [[acc["restored"][v]] for v in names]
+                + [[cg["accuracy"]["adversarial"]], [cg["accuracy"]["purified"]]])
+      draw.table(target, "table_accuracy", "MNIST classifier accuracy", info, ["images"], labels, values, ["accuracy"])
+
+    rows = [figures["clean"], figures["mosaic"]] + [figures["restored"][v] for v in names]
+    draw.image_grid(np.stack(rows)[None], ["clean", "mosaic"] + [f"restored\n{v}" for v in names], [""],
+                    "clean test images, their mosaic, and every variant's restoration", target("fig_restorations.png"))
+    blocks = []
+    for v in names:
+      mean_map = figures["maps"][v].mean(axis=1)
+      blocks.append(np.stack([_rgb(figures["mosaic"]), _rgb(np.clip(figures["restored"][v], 0, 1)), _jet(mean_map),
+                              overlay(figures["mosaic"], mean_map)]))
+    draw.image_grid(np.stack(blocks), ["input", "G(x)", "Grad-CAM", "overlay"], names,
+                    "Grad-CAM of the CBAM layers (mean of the layers' maps), scoring D(G(x)): where each restorer "
+                    "attends (the document's Fig. 2)", target("fig_gradcam.png"))
+    first = figures["maps"][names[0]]
+    draw.image_grid(np.stack([overlay(figures["mosaic"], first[:, j]) for j in range(first.shape[1])])[None],
+                    layers, [names[0]], f"Grad-CAM of each CBAM layer of {names[0]} on the mosaicked input",
+                    target("fig_gradcam_layers.png"))
+    if "classifier" in figures:
+      views = figures["classifier"]
+      rows = [r for x, cam in views.values() for r in (_rgb(np.clip(x, 0, 1)), overlay(x, cam))]
+      row_names = [r for name in views for r in (name, f"{name}\nGrad-CAM")]
+      draw.image_grid(np.stack(rows)[None], row_names, [""], "the classifier's Grad-CAM (last convolution, true "
+                      "class) on clean, FGSM-attacked and restorer-purified images",
+                      target("fig_gradcam_classifier.png"))
+    fig, axes = draw.panels(2)
+    for ax, metric in zip(axes, ("psnr", "ssim")):
+      bars = [val(result[metric][names[0]]["mosaic"]["box"])] + [val(result[metric][v]["restored"]["box"])
+                                                                  for v in names]
+      ax.bar([0], bars[:1], color="grey", label="mosaicked input")
+      ax.bar(np.arange(1, len(bars)), bars[1:], color="C0", label="restored")
+      ax.set_xticks(np.arange(len(bars)), ["mosaic"] + names, rotation=45, ha="right")
+      ax.set_title(f"{metric.upper()} over the box", fontsize=9)
+    draw.finish(fig, axes, "restoration quality over the mosaic box", target("fig_quality.png"), "", "")
+
+
+def format_result(r: dict[str, Any]) -> str:
+  fmt = lambda x, spec: "n/a" if x is None else format(x, spec)
+  lines = [f"{r['num_images']} test images; mosaic block {r['mosaic']['block']} over "
+           f"{r['mosaic']['region']} (mean box area {r['box_area']:.3f})", "",
+           f"{'variant':<20}{'input':<10}{'PSNR box':>10}{'PSNR img':>10}{'SSIM box':>10}{'SSIM img':>10}"
+           f"{'CAM conc.':>11}" + (f"{'accuracy':>10}" if r["accuracy"] else "")]
+  v0 = r["variants"][0]
+  quality_row = lambda v, inp: "".join(f"{fmt(r[m][v][inp][reg], '.3f' if m == 'ssim' else '.2f'):>10}"
+                                       for m in ("psnr", "ssim") for reg in ("box", "image"))
+  lines.append(f"{'-':<20}{'mosaic':<10}{quality_row(v0, 'mosaic')}{'':>11}"
+               + (f"{r['accuracy']['mosaic']:>10.4f}" if r["accuracy"] else ""))
+  for v in r["variants"]:
+    lines.append(f"{v:<20}{'restored':<10}{quality_row(v, 'restored')}{fmt(r['gradcam_concentration'][v], '.3f'):>11}"
+                 + (f"{r['accuracy']['restored'][v]:>10.4f}" if r["accuracy"] else ""))
+  if r["accuracy"]:
+    cg = r["classifier_gradcam"]
+    lines += ["", f"classifier: clean {r['accuracy']['clean']:.4f}, FGSM ε={cg['epsilon']:g} "
+              f"{cg['accuracy']['adversarial']:.4f}, FGSM then {cg['purified_by']} {cg['accuracy']['purified']:.4f}"]
+  return "\n".join(lines)
