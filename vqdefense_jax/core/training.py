@@ -322,6 +322,27 @@ def _start(mngr, ckpt_dir: str, init, place, num_steps: int, name: str,
   return state
 
 
+@flax.struct.dataclass
+class GANState:
+  """The state of an alternating GAN step (detect/dcgan.py, restore/gan.py): `step` (what `fit` counts), both
+  networks (`params.generator`, `params.discriminator`), and each one's own optimizer state."""
+  step: jax.Array
+  params: Any
+  opt_d: Any  # D's optimizer: update (a)
+  opt_g: Any  # G's optimizer: update (b)
+
+  @classmethod
+  def create(cls, params: Any, optimizer: optax.GradientTransformation) -> "GANState":
+    return cls(step=jnp.zeros((), jnp.int32), params=params, opt_d=optimizer.init(params.discriminator),
+               opt_g=optimizer.init(params.generator))
+
+
+def apply_optimizer(optimizer: optax.GradientTransformation, grads: Any, opt_state: Any, params: Any):
+  """(new params, new optimizer state) after one update of `params` by `grads`."""
+  updates, opt_state = optimizer.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state
+
+
 @dataclasses.dataclass(frozen=True)
 class LoopSpec:
   """The `train` config section, checked: what `fit` does besides stepping."""

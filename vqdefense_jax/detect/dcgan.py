@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from vqdefense_jax.core import layers
+from vqdefense_jax.core import layers, training
 from vqdefense_jax.core.errors import VQDefenseError
 
 SLOPE = 0.2                    # D's LeakyReLU slope (DCGAN)
@@ -87,15 +87,6 @@ class DCGANParams:
   generator: Any      # G
   discriminator: Any  # D
   nets: Nets = flax.struct.field(pytree_node=False)
-
-
-@flax.struct.dataclass
-class DCGANState:
-  """`step` (what `core.training.fit` counts), both networks, and their own Adam states."""
-  step: jax.Array
-  params: DCGANParams
-  opt_d: Any  # D's Adam: update (a)
-  opt_g: Any  # G's Adam: update (b)
 
 
 def _generate(p: DCGANParams, z_BxL):
@@ -149,19 +140,14 @@ class DCGANStep:
   def optimizer(self) -> optax.GradientTransformation:
     return optax.adam(self.learning_rate, b1=ADAM_B1, b2=ADAM_B2)
 
-  def init(self, image_shape) -> DCGANState:
+  def init(self, image_shape) -> training.GANState:
     """Fresh networks and Adam states for images of `image_shape` (H, W, C), from `seed` alone."""
     shape = check_image_shape(image_shape)
     params = _init_params(self.nets(shape), shape, jax.random.key(self.seed))
-    opt = self.optimizer()
-    return DCGANState(step=jnp.zeros((), jnp.int32), params=params, opt_d=opt.init(params.discriminator),
-                      opt_g=opt.init(params.generator))
+    return training.GANState.create(params, self.optimizer())
 
-  def _adam(self, grads, opt_state, params):
-    updates, opt_state = self.optimizer().update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  def d_update(self, state: DCGANState, x_BxHxWxC: jax.Array, key: jax.Array) -> tuple[DCGANState, dict]:
+  def d_update(self, state: training.GANState, x_BxHxWxC: jax.Array,
+               key: jax.Array) -> tuple[training.GANState, dict]:
     """(a): D learns to tell reals from G(z); G is a constant here (only D's parameters are differentiated)."""
     p = state.params
     fake_BxHxWxC = _generate(p, jax.random.normal(key, (x_BxHxWxC.shape[0], self.latent), jnp.float32))
@@ -171,10 +157,10 @@ class DCGANStep:
       return jnp.mean(jax.nn.softplus(_critic(q, fake_BxHxWxC)) + jax.nn.softplus(-_critic(q, x_BxHxWxC)))
 
     loss, grads = jax.value_and_grad(loss_fn)(p.discriminator)
-    d_params, opt_d = self._adam(grads, state.opt_d, p.discriminator)
+    d_params, opt_d = training.apply_optimizer(self.optimizer(), grads, state.opt_d, p.discriminator)
     return state.replace(params=p.replace(discriminator=d_params), opt_d=opt_d), dict(d_loss=loss)
 
-  def g_update(self, state: DCGANState, n: int, key: jax.Array) -> tuple[DCGANState, dict]:
+  def g_update(self, state: training.GANState, n: int, key: jax.Array) -> tuple[training.GANState, dict]:
     """(b): G learns to make D(G(z)) say 'real' (non-saturating loss); D is a constant here."""
     p = state.params
     z_BxL = jax.random.normal(key, (n, self.latent), jnp.float32)
@@ -184,10 +170,11 @@ class DCGANStep:
       return jnp.mean(jax.nn.softplus(-_critic(q, _generate(q, z_BxL))))
 
     loss, grads = jax.value_and_grad(loss_fn)(p.generator)
-    g_params, opt_g = self._adam(grads, state.opt_g, p.generator)
+    g_params, opt_g = training.apply_optimizer(self.optimizer(), grads, state.opt_g, p.generator)
     return state.replace(params=p.replace(generator=g_params), opt_g=opt_g), dict(g_loss=loss)
 
-  def __call__(self, state: DCGANState, idx_B, images, labels, extra=None) -> tuple[DCGANState, dict[str, jax.Array]]:
+  def __call__(self, state: training.GANState, idx_B, images, labels,
+               extra=None) -> tuple[training.GANState, dict[str, jax.Array]]:
     del labels, extra  # unconditional
     _check_params_shape(state.params, images.shape[1:])
     x_BxHxWxC = images[idx_B]

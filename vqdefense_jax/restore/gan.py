@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vqdefense_jax.core import training
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.restore import models
 
@@ -48,15 +49,6 @@ class RestorerParams:
   generator: Any      # G
   discriminator: Any  # D
   nets: Nets = flax.struct.field(pytree_node=False)
-
-
-@flax.struct.dataclass
-class RestorerState:
-  """`step` (what `core.training.fit` counts), both networks, and their own Adam states."""
-  step: jax.Array
-  params: RestorerParams
-  opt_d: Any  # D's Adam: update (a)
-  opt_g: Any  # G's Adam: update (b)
 
 
 def generate(p: RestorerParams, x_BxHxWxC: jax.Array) -> jax.Array:
@@ -102,20 +94,14 @@ class RestorerStep:
   def optimizer(self) -> optax.GradientTransformation:
     return optax.adam(self.learning_rate, b1=ADAM_B1, b2=ADAM_B2)
 
-  def init(self, image_shape) -> RestorerState:
+  def init(self, image_shape) -> training.GANState:
     """Fresh networks and Adam states for images of `image_shape` (H, W, C), from `seed` alone."""
     shape = models.check_shapes(image_shape, self.blocks, self.d_layers)
     nets = self.nets()
     g, d = models.init_params(nets.generator, nets.discriminator, shape, jax.random.key(self.seed))
-    opt = self.optimizer()
-    return RestorerState(step=jnp.zeros((), jnp.int32), params=RestorerParams(g, d, nets), opt_d=opt.init(d),
-                         opt_g=opt.init(g))
+    return training.GANState.create(RestorerParams(g, d, nets), self.optimizer())
 
-  def _adam(self, grads, opt_state, params):
-    updates, opt_state = self.optimizer().update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  def d_update(self, state: RestorerState, x_BxHxWxC, y_BxHxWxC) -> tuple[RestorerState, dict]:
+  def d_update(self, state: training.GANState, x_BxHxWxC, y_BxHxWxC) -> tuple[training.GANState, dict]:
     """(a): D learns to tell clean images from G's restorations; G is a constant here."""
     p = state.params
     fake = generate(p, x_BxHxWxC)
@@ -125,10 +111,10 @@ class RestorerStep:
       return 0.5 * (jnp.mean(jax.nn.softplus(-critic(q, y_BxHxWxC))) + jnp.mean(jax.nn.softplus(critic(q, fake))))
 
     loss, grads = jax.value_and_grad(loss_fn)(p.discriminator)
-    d_params, opt_d = self._adam(grads, state.opt_d, p.discriminator)
+    d_params, opt_d = training.apply_optimizer(self.optimizer(), grads, state.opt_d, p.discriminator)
     return state.replace(params=p.replace(discriminator=d_params), opt_d=opt_d), dict(d_loss=loss)
 
-  def g_update(self, state: RestorerState, x_BxHxWxC, y_BxHxWxC) -> tuple[RestorerState, dict]:
+  def g_update(self, state: training.GANState, x_BxHxWxC, y_BxHxWxC) -> tuple[training.GANState, dict]:
     """(b): G learns to restore y (L1) and, when adversarial, to make D say 'real'; D is a constant here."""
     p = state.params
 
@@ -140,10 +126,11 @@ class RestorerStep:
       return adv + self.l1_weight * l1, (adv, l1)
 
     (loss, (adv, l1)), grads = jax.value_and_grad(loss_fn, has_aux=True)(p.generator)
-    g_params, opt_g = self._adam(grads, state.opt_g, p.generator)
+    g_params, opt_g = training.apply_optimizer(self.optimizer(), grads, state.opt_g, p.generator)
     return state.replace(params=p.replace(generator=g_params), opt_g=opt_g), dict(g_loss=loss, g_adv=adv, l1=l1)
 
-  def __call__(self, state: RestorerState, idx_B, inputs, targets) -> tuple[RestorerState, dict[str, jax.Array]]:
+  def __call__(self, state: training.GANState, idx_B, inputs,
+               targets) -> tuple[training.GANState, dict[str, jax.Array]]:
     x, y = inputs[idx_B], targets[idx_B]
     state, m_d = self.d_update(state, x, y)
     state, m_g = self.g_update(state, x, y)
