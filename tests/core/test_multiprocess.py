@@ -51,11 +51,25 @@ def _launch(script: str, args: list[str], per_process: tuple[list[str], list[str
 
 
 def _wait(procs, limit_s: float = 240):
-  out = []
-  for p in procs:
-    stdout, stderr = p.communicate(timeout=limit_s)
-    out.append((p.returncode, stdout, stderr))
-  return out
+  """Each process's (status, stdout, stderr). Past `limit_s`, every process still running prints all its
+  threads' stacks (SIGUSR1: core/distributed.py) and is killed, and the test fails with them."""
+  deadline, out = time.monotonic() + limit_s, []
+  try:
+    for p in procs:
+      stdout, stderr = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+      out.append((p.returncode, stdout, stderr))
+    return out
+  except subprocess.TimeoutExpired:
+    running = procs[len(out):]
+    for p in running:
+      if p.poll() is None:
+        p.send_signal(signal.SIGUSR1)
+    time.sleep(3)
+    for p in running:
+      p.kill()
+    stacks = [f"process {i}:\n" + (err if p not in running else p.communicate()[1])[-6000:]
+              for i, (p, err) in enumerate(zip(procs, [e for _, _, e in out] + [""] * len(running)))]
+    raise AssertionError(f"the processes did not finish within {limit_s} s; their stacks:\n" + "\n".join(stacks))
 
 
 def _two(script: str, args: list[str], **kw):

@@ -38,23 +38,28 @@ def quiet() -> Iterator[None]:
     logger.setLevel(level)
 
 
+def _this_process_only() -> ocp.options.MultiprocessingOptions:
+  """Orbax options that involve no other process: no barrier, no device collective (orbax's default barrier is
+  one, dispatched between the run's own computations), nothing broadcast."""
+  me = jax.process_index()
+  return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+
+
 def manager(directory: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
-  """The manager that writes `directory`'s checkpoints; on several processes every one of them makes it, at the
-  same point of the run (orbax synchronises them inside)."""
-  os.makedirs(directory, exist_ok=True)  # by every process: orbax's `create` would add one more barrier
-  # On several processes, saves are synchronous: an asynchronous save's barriers run in a background thread,
-  # between the main thread's collectives, in an order that may differ from process to process.
+  """The manager of `directory`'s checkpoints. On several processes each makes its own, of itself alone: the
+  checkpoints hold full numpy values, so process 0 writes them (`save`) and the others wait for it."""
+  os.makedirs(directory, exist_ok=True)
+  # On several processes saves are synchronous: `save` returns once the checkpoint is complete on disk.
   return ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=False, enable_async_checkpointing=jax.process_count() == 1))
+      max_to_keep=max_to_keep, create=False, enable_async_checkpointing=jax.process_count() == 1,
+      multiprocessing_options=_this_process_only()))
 
 
 def reader(directory: str) -> ocp.CheckpointManager:
   """A read-only manager of this process alone: reading a checkpoint needs no other process, and whether one
   exists yet may differ between processes at a given moment (so no barrier may depend on it)."""
-  me = jax.process_index()
   return ocp.CheckpointManager(os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
-      read_only=True, create=False,
-      multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})))
+      read_only=True, create=False, multiprocessing_options=_this_process_only()))
 
 
 def latest_step(directory: str) -> int | None:
@@ -98,8 +103,12 @@ def restore_with(mngr: ocp.CheckpointManager, directory: str, abstract_state: An
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:
   """Write `state` as numpy arrays (its full value, gathered from every process), so that it restores on any
-  mesh and any number of processes; on several processes orbax writes it once."""
-  mngr.save(step, args=ocp.args.StandardSave(parallel.to_host(state)))
+  mesh and any number of processes. Every process calls it; on several, process 0 writes and every process
+  returns once the checkpoint is complete (a coordination-service barrier, not a device collective)."""
+  host = parallel.to_host(state)
+  if parallel.is_lead():
+    mngr.save(step, args=ocp.args.StandardSave(host))
+  parallel.barrier("checkpoint saved")
 
 
 # --- records ----------------------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ coordination-service output and stack traces. Here, with `parallel.timeout_s` = 
   process too, with exit status 2 and one `error:` line naming the failed process. JAX's own heartbeat
   timeout is set to 2T, so the watchdog speaks first. Process 0 hosts the coordination service: when it
   fails with an error it waits two polls before exiting, so the others read why; when it is killed, JAX's
-  runtime in the other processes aborts them at once with its own (long) report.
+  runtime in the other processes aborts them at once with its own (long) report;
+- a process that finished its work marks itself done (its silence is then no failure) and stops its watchdog
+  before JAX's shutdown barrier;
+- `kill -USR1 <pid>` prints every thread's Python stack (a stuck run, diagnosed).
 
 Every process computes the same values from the same config and data; only process 0 writes files (`is_lead`).
 JAX finds the coordinator, process count and process id by itself on Cloud TPU, SLURM, Open MPI and
@@ -20,8 +23,10 @@ Kubernetes; elsewhere set JAX_COORDINATOR_ADDRESS (read by JAX), JAX_NUM_PROCESS
 here). README.md, *Several processes or hosts*, has the commands.
 """
 
+import faulthandler
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -33,9 +38,10 @@ from vqdefense_jax.core.errors import VQDefenseError
 
 FAILED = "vqdefense/failed/"     # key-value store: FAILED<process id> = one-line reason
 ALIVE = "vqdefense/alive/"       # ALIVE<process id> = heartbeat counter
+DONE = "vqdefense/done/"         # DONE<process id>: it finished its work and stopped beating (JAX's shutdown next)
 EXIT_STATUS = 2                  # the command line's status for an error
 POLL_S = 1.0                     # the watchdog's period
-_state: dict = {}                # 'client', 'timeout', 'stopping' once joined
+_state: dict = {}                # 'client', 'timeout', 'stopping', 'watchdog' once joined
 
 
 def joined() -> bool:
@@ -60,10 +66,26 @@ def join(timeout_s: float) -> None:
   from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:  # process 0 reports; the others warn and fail only
     logging.getLogger().setLevel(logging.WARNING)  # (and their progress bars are off: parallel.is_lead)
-  _state.update(client=jax_distributed.global_state.client, timeout=timeout, stopping=False)
-  threading.Thread(target=_watch, name="vqdefense-watchdog", daemon=True).start()
+  watchdog = threading.Thread(target=_watch, name="vqdefense-watchdog", daemon=True)
+  _state.update(client=jax_distributed.global_state.client, timeout=timeout, stopping=threading.Event(),
+                watchdog=watchdog)
+  if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints every thread's stack (a stuck run, diagnosed)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+  watchdog.start()
   import atexit  # pylint: disable=g-import-not-at-top
-  atexit.register(_state.update, stopping=True)  # runs before JAX's shutdown (registered earlier)
+  atexit.register(_stop_watching)  # runs before JAX's shutdown (registered earlier)
+
+
+def _stop_watching() -> None:
+  """At a normal end: stop the watchdog and wait for it, before JAX shuts the client down. A daemon thread still
+  inside a client call when the interpreter finalizes is ended by an unwind that the C++ binding does not let
+  through, and the whole process aborts ("FATAL: exception not rethrown") after a successful run."""
+  try:  # its silence from now on is no failure (the others may still be writing their results)
+    _state["client"].key_value_set(DONE + str(jax.process_index()), "1")
+  except Exception:  # pylint: disable=broad-except
+    pass
+  _state["stopping"].set()
+  _state["watchdog"].join(timeout=5 * POLL_S)
 
 
 def barrier(name: str) -> None:
@@ -107,22 +129,25 @@ def _exit() -> None:
 
 
 def _stop(reason: str) -> None:
-  print(f"error: {reason}; process {jax.process_index()} stops too", file=sys.stderr)
+  # Process 0 shows progress bars (parallel.is_lead): the main thread may be blocked mid-bar, with no newline.
+  start = "\n" if jax.process_index() == 0 else ""
+  print(f"{start}error: {reason}; process {jax.process_index()} stops too", file=sys.stderr)
   _exit()
 
 
 def _watch() -> None:
   client, timeout, me, n = _state["client"], _state["timeout"], jax.process_index(), jax.process_count()
   seen = {p: (None, time.monotonic()) for p in range(n) if p != me}  # heartbeat value, when it last moved
-  beat = 0
-  while True:
+  beat, stopping = 0, _state["stopping"]
+  while not stopping.is_set():
     beat += 1
     try:
       client.key_value_set(ALIVE + str(me), str(beat), allow_overwrite=True)
       failed = client.key_value_dir_get(FAILED)
       alive = {key.rsplit("/", 1)[-1]: value for key, value in client.key_value_dir_get(ALIVE)}
+      done = {key.rsplit("/", 1)[-1] for key, _ in client.key_value_dir_get(DONE)}
     except Exception as e:  # pylint: disable=broad-except
-      if _state.get("stopping"):  # the run is over: the coordinator shut down normally
+      if stopping.is_set():  # the run is over: the coordinator shut down normally
         return
       _stop(f"lost the coordination service (process 0 stopped?): {_first_line(e)}")
     for key, reason in failed:
@@ -130,8 +155,8 @@ def _watch() -> None:
         _stop(f"process {key.rsplit('/', 1)[-1]} failed: {reason}")
     now = time.monotonic()
     for p, (value, since) in seen.items():
-      if alive.get(str(p)) != value:
+      if alive.get(str(p)) != value or str(p) in done:
         seen[p] = (alive.get(str(p)), now)
-      elif now - since > timeout and not _state.get("stopping"):
+      elif now - since > timeout and not stopping.is_set():
         _stop(f"process {p} stopped responding {timeout} s ago (killed, or frozen; parallel.timeout_s)")
-    time.sleep(POLL_S)
+    stopping.wait(POLL_S)

@@ -45,8 +45,15 @@ def concat(stacks: list[Any]) -> Any:
   return jax.tree.map(lambda *xs: jnp.concatenate(xs), *stacks)
 
 
-def take(stacked: Any, i: int) -> Any:
-  """Model i of a stack."""
+def take(stacked: Any, i) -> Any:
+  """Model i (or the models of an index array i) of a stack.
+
+  A stack sharded over several processes' devices is gathered to the host first (one blocking gather per leaf):
+  indexing it op by op would dispatch one small multi-process computation per leaf, and dozens of those in
+  flight deadlocked XLA:CPU (gloo all-reduces waiting on a device whose queue of 32 computations was full).
+  """
+  if any(isinstance(x, jax.Array) and not x.is_fully_addressable for x in jax.tree.leaves(stacked)):
+    return jax.tree.map(lambda x: jnp.asarray(x[i]), to_host(stacked))  # on this process's default device
   return jax.tree.map(lambda x: x[i], stacked)
 
 

@@ -294,7 +294,7 @@ def _check_finite(losses: list, done: int, names: list[str], mngr, state=None) -
   else:
     return
   mngr.wait_until_finished()
-  last = mngr.latest_step()
+  last = checkpoints.latest_step(str(mngr.directory))  # from disk: on several processes, process 0 wrote them
   kept = "before its first checkpoint" if last is None else f"and the last good checkpoint (step {last}) is kept"
   raise VQDefenseError(f"{', '.join(which)}: training diverged: {at} at step {step}; stopped {kept}; lower the "
                        "learning rate or check the data")
