@@ -235,3 +235,7 @@ def test_the_attack_section_reads_restarts_loss_and_convergence_steps():
   s.names, s.convergence_steps = ("pgd",), (10, 10)
   with pytest.raises(VQDefenseError, match="distinct step counts"):
     attacks.AttackSpec.from_config(s)
+  for bad in (("false",), (True,), (2.5,)):  # an empty default list leaves the element type to this check
+    s.convergence_steps = bad
+    with pytest.raises(VQDefenseError, match="distinct step counts"):
+      attacks.AttackSpec.from_config(s)

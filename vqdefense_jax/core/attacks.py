@@ -332,7 +332,8 @@ class AttackSpec:
       raise VQDefenseError(f"attack.pgd_steps must be in 1..10000 and attack.pgd_step_size in (0, 1], got "
                            f"{section.pgd_steps} and {section.pgd_step_size}")
     steps = tuple(section.convergence_steps)
-    if any(not 1 <= k <= 10_000 for k in steps) or len(set(steps)) != len(steps):
+    if (any(isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 10_000 for k in steps)
+        or len(set(steps)) != len(steps)):
       raise VQDefenseError(f"attack.convergence_steps must be distinct step counts in 1..10000, got {steps}")
     if steps and not any(Attack(n).iterative for n in names):
       raise VQDefenseError("attack.convergence_steps needs an iterative attack (pgd, apgd, ...) in attack.names")
