@@ -263,7 +263,7 @@ TEXT = st.one_of(
     st.integers(-2 ** 70, 2 ** 70).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(["True", "false", "", "None", "[5]", "()", "1e999", "-0.0", "abc", "1,2", "0,abc", "4,6",
-                     "clean,adversarial", "fgsm,pgd", "(1,)", "{}", "'x'", "2.5", "map", "offline"]),
+                     "clean,adversarial", "fgsm,pgd", "none,no_split,restorer", "(1,)", "{}", "'x'", "2.5", "map", "offline"]),
     st.lists(st.integers(-10, 2 ** 20), min_size=1, max_size=3).map(lambda v: ",".join(map(str, v))),
     st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=8))
 

@@ -9,6 +9,7 @@ import ml_collections
 
 from vqdefense_jax.core import config as core_config
 from vqdefense_jax.purify.purifiers import PURIFIERS
+from vqdefense_jax.restore import purifier as restore_purifier
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -41,7 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.attack = core_config.attack_section()
 
   c.eval = ml_collections.ConfigDict()  # read by experiment.EvalSpec.from_config
-  c.eval.purifiers = PURIFIERS        # 'none' (undefended) is always computed
+  c.eval.purifiers = PURIFIERS        # 'none' (undefended) is always computed; 'restorer' adds the restorer
+                                      # (trained here on FGSM -> clean pairs, section `restorer`) as one more row
   c.eval.figure_epsilons = (0.1, 0.3)  # rows of the reconstruction figure
   c.eval.figure_examples = 8
   c.eval.counting = "final"           # 'final': an image counts when its final prediction is right;
@@ -57,6 +59,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.weights.source = "train"          # 'train' every model here, or 'torch': import the authors' PyTorch weights
   c.weights.torch_dir = ""            # 'torch': a clone of noodles8436/Split-Defense-VAE (configs/purify/authors.py)
   c.weights.check_sha256 = True       # 'torch': refuse files whose sha256 is not the published one
+
+  c.restorer = restore_purifier.config_section()  # read when eval.purifiers lists 'restorer' (restore/purifier.py)
 
   c.train = core_config.train_section()
   c.parallel = core_config.parallel_section()

@@ -11,6 +11,8 @@ Workdir layout:
                                   that asks for the same directory is an error
   checkpoints/vqvae_<kind>_sweep_K<sizes>/   every codebook size of a kind as one stack (train.sweep)
   checkpoints/vqvae_<kind>_K<size>/          one per size (train.sweep = False)
+  checkpoints/restorer/           eval.purifiers lists 'restorer': G and D trained on (FGSM, clean) pairs
+                                  (restore/purifier.py), its record naming the classifier the pairs attack
                                   weights.source = 'torch': the same directories hold the imported models at
                                   step 0, their record naming the source file and its sha256 (interop.py)
   grid.json, grid.npz, tables, figures       `evaluate` (purify/results.py, purify/report.py)
@@ -45,9 +47,10 @@ from vqdefense_jax.purify import quantizer
 from vqdefense_jax.purify import report
 from vqdefense_jax.purify.config import base_config
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
-from vqdefense_jax.purify.purifiers import PURIFIERS, Gate, Purifier, apply_all
+from vqdefense_jax.purify.purifiers import PURIFIERS, Gate, ModulePurifier, Purifier, apply_all
 from vqdefense_jax.purify.results import Figure, GridResult
 from vqdefense_jax.purify.vqvae import VQVAE
+from vqdefense_jax.restore import purifier as restore_purifier
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +70,13 @@ class EvalSpec:
                section.counting, section.save_predictions)
     config_lib.require(spec.counting in grid_lib.COUNTING, f"eval.counting must be one of {grid_lib.COUNTING}, "
                        f"not {spec.counting!r}")
-    unknown = [p for p in spec.purifiers if p not in PURIFIERS]
+    known = PURIFIERS + (restore_purifier.NAME,)
+    unknown = [p for p in spec.purifiers if p not in known]
     if unknown or not spec.purifiers:
-      raise VQDefenseError(f"unknown purifier(s) {unknown}; expected some of {', '.join(PURIFIERS)}")
-    if not [p for p in spec.purifiers if p != "none"]:
-      raise VQDefenseError("the grid needs at least one purifier besides 'none' in eval.purifiers")
+      raise VQDefenseError(f"unknown purifier(s) {unknown}; expected some of {', '.join(known)}")
+    if not [p for p in spec.purifiers if p not in ("none", restore_purifier.NAME)]:
+      raise VQDefenseError("the grid needs at least one purifier besides 'none' and 'restorer' (a VQ-VAE) in "
+                           "eval.purifiers")
     for e in spec.figure_epsilons:
       if not isinstance(e, (int, float)) or not 0.0 <= float(e) <= 1.0:
         raise VQDefenseError(f"eval.figure_epsilons must lie in [0, 1], got {e}")
@@ -95,6 +100,7 @@ class Experiment:
   grid: grid_lib.GridSpec
   loop: training.LoopSpec
   parallel: parallel.ParallelSpec
+  restorer: restore_purifier.RestorerSpec | None  # eval.purifiers lists 'restorer'
   config: dict = dataclasses.field(compare=False, repr=False)  # the resolved config, for the records
 
   @classmethod
@@ -112,13 +118,15 @@ class Experiment:
                          "weights.source='torch' imports one No-Split and one Split VQ-VAE: vqvae.training must "
                          "be ['clean'], vqvae.split_ks empty and vqvae.codebook_sizes one size (768 for the "
                          "authors' weights)")
+    evals = EvalSpec.from_config(c.eval)
+    restorer = (restore_purifier.RestorerSpec.from_config(c.restorer, data.image_size, c.seed)
+                if restore_purifier.NAME in evals.purifiers else None)
     return cls(seed=c.seed, data=data, classifier=training.Schedule.from_config(c.classifier, "classifier"),
                classifier_model=classifier.from_config(c.classifier), weights=weights,
                vqvae_schedule=training.Schedule.from_config(c.vqvae, "vqvae"),
-               vq=vq, attack=attack, eval=EvalSpec.from_config(c.eval),
-               grid=grid_lib.GridSpec.from_config(c.grid, attack.epsilons),
+               vq=vq, attack=attack, eval=evals, grid=grid_lib.GridSpec.from_config(c.grid, attack.epsilons),
                loop=training.LoopSpec.from_config(c.train), parallel=parallel.ParallelSpec.from_config(c.parallel),
-               config=c.to_dict())
+               restorer=restorer, config=c.to_dict())
 
 
 # --- training runs --------------------------------------------------------------------------------------
@@ -154,7 +162,7 @@ class VQVAELoss:
 class Run:
   """One call of `training.fit`: a model (or a stack of them) with its step, init, batches and checkpoint."""
   name: str                                  # checkpoint directory and progress-bar label
-  step: training.SupervisedStep
+  step: Any                                  # training.SupervisedStep (the restorer: gan.RestorerStep)
   init: Callable[[], Any]                    # the initial state (stacked for a sweep)
   num_steps: int
   batch_size: int
@@ -291,9 +299,23 @@ def vqvae_runs(exp: Experiment, kind: VQKind, ds: data_lib.Dataset) -> list[Run]
   return [dataclasses.replace(run, num_steps=0, imported=imported)]
 
 
+def restorer_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
+  """The restorer is made from the training images, FGSM pairs against the classifier, and its section."""
+  return dict(model=restore_purifier.NAME, **_common_record(exp, ds), classifier=classifier_record(exp, ds),
+              **exp.restorer.record())
+
+
+def restorer_run(exp: Experiment, ds: data_lib.Dataset) -> Run:
+  """The restorer's run (eval.purifiers lists 'restorer'): `train_all` gives it its (FGSM, clean) pairs."""
+  spec = exp.restorer
+  return Run(restore_purifier.NAME, spec.step, lambda: spec.init(exp.data.image_size), spec.steps, spec.batch_size,
+             restorer_record(exp, ds), needs_classifier=True)
+
+
 def all_runs(exp: Experiment, ds: data_lib.Dataset) -> list[Run]:
-  """Every run of the experiment in training order: the classifier, then each VQ-VAE kind."""
-  return [classifier_run(exp, ds)] + [r for kind in exp.vq.kinds for r in vqvae_runs(exp, kind, ds)]
+  """Every run of the experiment in training order: the classifier, each VQ-VAE kind, then the restorer."""
+  return ([classifier_run(exp, ds)] + [r for kind in exp.vq.kinds for r in vqvae_runs(exp, kind, ds)]
+          + ([restorer_run(exp, ds)] if exp.restorer is not None else []))
 
 
 def _train_or_import(run: Run, workdir: str, train_xy, extra, metrics: MetricsLog, exp: Experiment, stop_at: int | None):
@@ -355,6 +377,9 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   log.info("classifier: clean test accuracy %.4f (%d test images)", acc, len(ds.test_images))
 
   for run in runs[1:]:
+    if run.name == restore_purifier.NAME:
+      summary[run.name] = _train_restorer(exp, run, workdir, ds, cls_params, metrics, stop_at)
+      continue
     extra = cls_params if run.needs_classifier else None  # the classifier its training inputs attack
     states = _unstack(run, _train_or_import(run, workdir, train_xy, extra, metrics, exp, stop_at))
     for name, ts in zip(run.model_names, states):
@@ -366,6 +391,50 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   metrics.rewrite(lambda row: not (row.get("subset") == "test" and row.get("model") in summary))  # a re-run's
   metrics.write([{"model": name, "subset": "test", **m} for name, m in summary.items()])
   return summary
+
+
+def _pairs_seed(exp: Experiment, split: str) -> int:
+  return training.stable_seed(exp.seed, f"{restore_purifier.NAME}/pairs/{split}")
+
+
+def _train_restorer(exp: Experiment, run: Run, workdir: str, ds: data_lib.Dataset, cls_params, metrics: MetricsLog,
+                    stop_at: int | None) -> dict[str, float]:
+  """Train the restorer on (FGSM against the classifier, clean) pairs; its test MSEs to the clean images."""
+  spec = exp.restorer
+  attacked = lambda images, labels, split: restore_purifier.adversarial_pairs(
+      cls_params, exp.classifier_model, images, labels, spec.epsilons, _pairs_seed(exp, split))
+  consts = (jnp.asarray(attacked(ds.train_images, ds.train_labels, "train")), jnp.asarray(ds.train_images))
+  state = training.fit(run.step, run.init, training.IndexBatches(run.step.seed, len(ds.train_images), run.batch_size),
+                       num_steps=run.num_steps, ckpt_dir=run.directory(workdir), name=run.name, consts=consts,
+                       metrics=metrics, checkpoint_every=exp.loop.checkpoint_every, log_every=exp.loop.log_every,
+                       stop_at=stop_at, record=run.record)
+  x_adv = attacked(ds.test_images, ds.test_labels, "test")
+  pur = restorer_purifier(exp)
+  mse = lambda a: float(np.mean((a - ds.test_images) ** 2))
+  m = dict(attacked_mse=mse(x_adv), restored_mse=mse(_purify_batched(pur, state.params.generator, x_adv)),
+           clean_restored_mse=mse(_purify_batched(pur, state.params.generator, ds.test_images)))
+  log.info("%s: test MSE to the clean images: attacked %.5f, restored %.5f; clean inputs restored %.5f", run.name,
+           m["attacked_mse"], m["restored_mse"], m["clean_restored_mse"])
+  return m
+
+
+def restorer_purifier(exp: Experiment) -> ModulePurifier:
+  """The restorer's generator as a purifier of the grid."""
+  return ModulePurifier(restore_purifier.NAME, exp.restorer.step.nets().generator)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _purify(pur: ModulePurifier, params, x):
+  return pur(params, None, x)
+
+
+def _purify_batched(pur: ModulePurifier, params, images: np.ndarray, batch: int = 500) -> np.ndarray:
+  return np.concatenate([np.asarray(_purify(pur, params, images[i:i + batch])) for i in range(0, len(images), batch)])
+
+
+def load_restorer(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> Any:
+  """The restorer's generator params from its finished checkpoint, which must match this config's record."""
+  return _load(restorer_run(exp, ds), os.path.abspath(workdir)).params.generator
 
 
 def vqvae_test_metrics(model: VQVAE, variables, k: int, images: np.ndarray, batch: int = 500) -> dict[str, float]:
@@ -437,17 +506,19 @@ def grid_report(exp: Experiment, workdir: str, ds: data_lib.Dataset, cls_params,
   """The grid of loaded models (`load_trained`'s) on `ds`'s test set, and its files in `workdir`."""
   images, labels = ds.test_images, ds.test_labels
   mesh = parallel.make_mesh(exp.parallel.model_devices)
+  # The restorer (eval.purifiers lists it) from its finished checkpoint, before anything is computed.
+  network = None if exp.restorer is None else (restorer_purifier(exp), load_restorer(exp, workdir, ds))
   t0 = time.perf_counter()
   result = grid_lib.run_grid(exp.vq, exp.attack, exp.eval.purifiers, exp.grid, exp.parallel.grid_model_axis,
                              exp.seed, cls_params, stacks, images, labels, mesh,
                              grid_lib.Measure(exp.classifier_model, exp.eval.counting, exp.eval.save_predictions),
-                             gate=gate)
+                             gate=gate, network=network)
   wall = time.perf_counter() - t0
   pair = {kind: result.best_size.get(kind, exp.vq.codebook_sizes[0]) for kind in ("no_split", "split")}
   result = dataclasses.replace(
       result, num_test_images=int(len(images)),
       classifier_clean_accuracy=classifier.accuracy(cls_params, images, labels, model=exp.classifier_model),
-      figure=reconstruction_figure(exp, cls_params, stacks, pair, images, labels),
+      figure=reconstruction_figure(exp, cls_params, stacks, pair, images, labels, network),
       run=dict(grid_wall_time_s=round(wall, 2), device=str(jax.devices()[0].device_kind),
                backend=jax.default_backend(), num_devices=jax.device_count(), mesh=dict(mesh.shape),
                model_axis=exp.parallel.grid_model_axis, jax_version=jax.__version__),
@@ -467,9 +538,11 @@ def _figure_rows(purifiers: tuple[Purifier, ...], cls_model: classifier.Classifi
 
 
 
-def reconstruction_figure(exp: Experiment, cls_params, stacks, pair: dict[str, int], images, labels) -> Figure | None:
+def reconstruction_figure(exp: Experiment, cls_params, stacks, pair: dict[str, int], images, labels,
+                          network: tuple[ModulePurifier, Any] | None = None) -> Figure | None:
   """The first eval.figure_examples test images: clean, grey-box FGSM at eval.figure_epsilons, each purifier's
-  output, with the No-Split and Split sizes of `pair`. None when the config asks for no figure."""
+  output, with the No-Split and Split sizes of `pair`, and the `network` purifier's (the restorer) last. None
+  when the config asks for no figure."""
   n = min(exp.eval.figure_examples, len(images))
   if not n or not exp.eval.figure_epsilons:
     return None
@@ -479,5 +552,10 @@ def reconstruction_figure(exp: Experiment, cls_params, stacks, pair: dict[str, i
   purifiers = grid_lib.make_purifiers(exp.vq, exp.eval.purifiers)
   images_F = _figure_rows(purifiers, exp.classifier_model, cls_params, no_split, split, images[:n], labels[:n],
                           jnp.asarray(exp.eval.figure_epsilons, jnp.float32))
-  return Figure(("clean", "adversarial") + tuple(p.name for p in purifiers), exp.eval.figure_epsilons,
-                pair["no_split"], pair["split"], np.asarray(images_F))
+  rows = ("clean", "adversarial") + tuple(p.name for p in purifiers)
+  if network is not None:
+    pur, params = network
+    adv = images_F[:, 1]                                                 # (F, n, H, W, 1)
+    restored = _purify(pur, params, adv.reshape((-1,) + adv.shape[2:])).reshape(adv.shape)
+    images_F, rows = jnp.concatenate([images_F, restored[:, None]], axis=1), rows + (pur.label,)
+  return Figure(rows, exp.eval.figure_epsilons, pair["no_split"], pair["split"], np.asarray(images_F))

@@ -25,7 +25,8 @@ the per-size rows then hold no_split and split only.
 
 `run_grid` stacks clean- and adversarially trained VQ-VAEs on the model axis
 of the same call, and runs one more call per extra tile count k
-(vqvae.split_ks), whose tiles have another shape.
+(vqvae.split_ks), whose tiles have another shape, and one more for a network
+purifier (the restorer, restore/purifier.py: a one-model stack of its own).
 """
 
 import dataclasses
@@ -47,8 +48,8 @@ from vqdefense_jax.core.attacks import AttackSpec
 from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
-from vqdefense_jax.purify.purifiers import Gate, Purifier, apply_all
-from vqdefense_jax.purify.results import Convergence, GridResult, Paired, Predictions, SplitK
+from vqdefense_jax.purify.purifiers import STAGES, Gate, ModulePurifier, Purifier, apply_all
+from vqdefense_jax.purify.results import Convergence, GridResult, Paired, Predictions, Restorer, SplitK
 
 log = logging.getLogger(__name__)
 # The progress bar of the running grid; the compiled scan reports each finished chunk to it (host callback).
@@ -264,9 +265,11 @@ class GridSpec:
 
 
 def make_purifiers(vq: VQSpec, names, k: int | None = None, gate: Gate | None = None) -> tuple[Purifier, ...]:
-  """The purifiers `names` except 'none' (the undefended row is always computed), with k×k tiles; with a
-  `gate`, each also as detect, then purify (after all the ungated ones)."""
-  plain = tuple(Purifier(n, vq.model, vq.model, vq.split_k if k is None else k) for n in names if n != "none")
+  """The VQ-VAE purifiers of `names` (not 'none': the undefended row is always computed; not a network purifier
+  such as 'restorer': `run_grid`'s `network`), with k×k tiles; with a `gate`, each also as detect, then purify
+  (after all the ungated ones)."""
+  plain = tuple(Purifier(n, vq.model, vq.model, vq.split_k if k is None else k) for n in names
+                if n != "none" and n in STAGES)
   return plain + (tuple(dataclasses.replace(p, gate=gate) for p in plain) if gate is not None else ())
 
 
@@ -330,14 +333,17 @@ def _gather(a: jax.Array) -> np.ndarray:
 
 def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, model_axis: str, seed: int,
              cls_params, stacks: dict[VQKind, Any], images: np.ndarray, labels: np.ndarray,
-             mesh: Mesh, measure: Measure = Measure(), gate: tuple[Gate, Any] | None = None) -> GridResult:
+             mesh: Mesh, measure: Measure = Measure(), gate: tuple[Gate, Any] | None = None,
+             network: tuple[ModulePurifier, Any] | None = None) -> GridResult:
   """The full grid: accuracy[attack, training, purifier, codebook size, ε] from one compiled call.
 
   The clean- and adversarially trained stacks (`vq.training`) are concatenated on the model axis. Best
   sizes use the first attack on the clean-trained models. Each tile count of `vq.split_ks` other than 1
   and vq.split_k (whose rows the main call already has) is one more compiled call, because its tiles
   have another shape. `measure` says how predictions count (and whether the main call's are kept). With
-  `gate` = (Gate, detector params), every purifier is measured also as detect, then purify.
+  `gate` = (Gate, detector params), every purifier is measured also as detect, then purify. With `network` =
+  (ModulePurifier, its params), that network is one more purifier under every attack: one more compiled call
+  on a one-model stack (its row has no codebook size and no training mode).
   """
   eps, sizes, modes = list(attack.epsilons), list(vq.codebook_sizes), list(vq.training)
   the_gate, gate_params = gate if gate is not None else (None, None)
@@ -379,13 +385,21 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
              for i, p in enumerate(per_size) if p.label in ("no_split", "split")}
     split_k, t = _split_k_grid(vq, stacks, run, known)
     timings += t
+  restorer = None
+  if network is not None:
+    pur, params = network
+    one = parallel.stack([params])
+    _, acc_1xAx1xE, t, _ = run((pur,), no_split_M=one, split_M=one)
+    log.info("grid: %s: %.1f s", pur.label, t["compile_s"] + t["run_s"])
+    restorer = Restorer(acc_1xAx1xE[0, :, 0])
+    timings.append(dict(what=pur.label, **t))
   return GridResult(attack=attack_names(attack.attacks), training=tuple(modes),
                     purifier=tuple(p.label for p in per_size), codebook_size=tuple(sizes), epsilon=tuple(eps),
                     accuracy=acc_AxTxPxSxE, undefended=undefended,
                     threat_model=threat_models(attack.attacks), pairing=spec.pairing,
                     best_eps_max=spec.best_eps_max, best_size=best, timing=tuple(timings), paired=paired,
                     split_k=split_k, counting=measure.counting, predictions=_predictions(preds, labels, len(modes)),
-                    convergence=convergence)
+                    convergence=convergence, restorer=restorer)
 
 
 def _by_axes(acc_MxAxPxE: np.ndarray, num_modes: int, num_sizes: int) -> np.ndarray:

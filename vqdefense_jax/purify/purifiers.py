@@ -15,6 +15,10 @@ tile, reassemble), the purifiers are exactly:
 The paper's names read backwards against their order of application; the
 definitions above follow its Sec. 4.1 text, which describes the order.
 
+A network that purifies in one pass (the restorer of restore/purifier.py, a Defense-GAN-like generator) is a
+`ModulePurifier`: it takes the place of the VQ-VAEs in the grid's model stack (its variables travel in the
+No-Split slot) and answers the same calls as a `Purifier`.
+
 Detect, then purify: a purifier with a `Gate` (a detector of manipulated images and its threshold)
 purifies only the images the detector flags and passes the others through unchanged, so clean images
 the detector lets through keep the classifier's clean accuracy. Its name is `detect_<purifier>`.
@@ -120,7 +124,40 @@ class Purifier:
     return _where(self.gate.flags(gate_params, x), out, x) + soft - jax.lax.stop_gradient(soft)
 
 
-def apply_all(purifiers: tuple[Purifier, ...], no_split_vars: Variables, split_vars: Variables,
+@dataclasses.dataclass(frozen=True)
+class ModulePurifier:
+  """A purifier that is one Flax module (images in [0, 1] -> images), hashable by value like `Purifier`.
+
+  The grid passes its params where a `Purifier` gets the No-Split VQ-VAE's variables; the Split slot is unused.
+  A white-box attacker differentiates the module itself (no gate, no quantiser).
+  """
+  name: str
+  module: nn.Module
+  gate: None = None
+
+  @property
+  def label(self) -> str:
+    return self.name
+
+  @property
+  def stages(self) -> tuple[str, ...]:
+    return (f"module:{self.name}",)  # never shared with a VQ-VAE's stages in `apply_all`
+
+  def stage(self, which: str, params: Any, split_vars: Any, x: jnp.ndarray) -> jnp.ndarray:
+    del which, split_vars
+    return self.module.apply({"params": params}, x)
+
+  def purify(self, params: Any, split_vars: Any, x: jnp.ndarray) -> jnp.ndarray:
+    return self.stage(self.stages[0], params, split_vars, x)
+
+  def __call__(self, params: Any, split_vars: Any, x: jnp.ndarray, gate_params: Any = None) -> jnp.ndarray:
+    del gate_params
+    return self.purify(params, split_vars, x)
+
+  differentiable = __call__
+
+
+def apply_all(purifiers: tuple[Purifier | ModulePurifier, ...], no_split_vars: Variables, split_vars: Variables,
               x: jnp.ndarray, gate_params: Any = None) -> list[jnp.ndarray]:
   """Every purifier's output; a stage prefix they share (R_N(x), T_k(R_S)(x)) and a gate's flags are computed
   once."""

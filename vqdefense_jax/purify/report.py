@@ -5,7 +5,8 @@ file names (table2_no_split.md, fig3_accuracy_vs_eps.png, ...); every other slic
 adversarially trained VQ-VAEs, `__adversarial`. Tables are written for every slice, the per-slice figures only
 for the first attack's slices. With more than one slice, `table_attacks` and `fig_attacks` put every slice's
 curves side by side; with `split_k` results, `table_split_k` and `fig_split_k` show the Split purifier per tile
-count k.
+count k. With the restorer (restore/purifier.py) in the grid, `table_restorer` holds its row per attack, and
+its curve joins the clean-trained slices' figures and tables (one model: no codebook size, no training mode).
 """
 
 import os
@@ -21,7 +22,7 @@ from vqdefense_jax.purify.results import GridResult
 
 plt = draw.plt
 LABELS = {"none": "Original", "no_split": "No-Split-VAE", "split": "4-Split-VAE", "vae_to_split": "VAE to Split",
-          "split_to_vae": "Split to VAE"}
+          "split_to_vae": "Split to VAE", "restorer": "Restorer (CBAM GAN)"}
 SHORT = {"no_split": "N", "split": "S"}
 # File stem and the paper's table or figure each table mirrors.
 TABLES = {"no_split": ("table2_no_split", "the paper's Table 2"), "split": ("table3_split", "the paper's Table 3"),
@@ -106,6 +107,8 @@ def _render(r: GridResult, target) -> None:
     _render_attacks(r, target, slices)
   if r.split_k is not None:
     _render_split_k(r, target)
+  if r.restorer is not None:
+    _render_restorer(r, target)
   if r.convergence is not None:
     _render_convergence(r, target)
   if r.figure is not None:
@@ -170,6 +173,17 @@ def _render_convergence(r: GridResult, target) -> None:
               target("fig_convergence.png"), xlabel="attack steps", ylabel="test accuracy")
 
 
+def _render_restorer(r: GridResult, target) -> None:
+  """`table_restorer`: the restorer as a purifier, by attack and ε, beside the undefended classifier."""
+  rows = [[atk, _box(atk), p] for atk in r.attack for p in ("none", "restorer")]
+  values = np.stack([v for a in range(len(r.attack)) for v in (r.undefended[a], r.restorer.accuracy[a])])
+  draw.table(target, "table_restorer", f"{label('restorer')} as a purifier (trained on FGSM → clean pairs): "
+             "accuracy by attack and ε, with the undefended classifier", f"{r.num_test_images} test images; "
+             f"{EPS_NOTE}; {COUNTING[r.counting]}. Threat models (white-box attacks differentiate through the "
+             "restorer's generator):\n\n" + _threats(r, r.attack), ["attack", "threat_model", "purifier"], rows,
+             values, _eps_columns(r))
+
+
 def _render_split_k(r: GridResult, target) -> None:
   """`table_split_k` and `fig_split_k`: the Split purifier per tile count k (at Split's best size in the figure)."""
   eps, n, sizes, acc_AxKxMxE = np.asarray(r.epsilon), r.num_test_images, list(r.codebook_size), r.split_k.accuracy
@@ -216,7 +230,7 @@ def _render_slice(r: GridResult, target, i: int, j: int, figures: bool) -> None:
   curves = _curves(r, i, j)
   title = f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)} ({n} test images)"
   fig, ax = plt.subplots(figsize=(6, 4.2))
-  for key, acc_E in [c for c in curves if c[0][0] in ("none", "no_split", "split")]:
+  for key, acc_E in [c for c in curves if c[0][0] in ("none", "no_split", "split", "restorer")]:
     _plot(ax, eps, acc_E, _label(key, r))
   _finish(fig, [ax], "accuracy vs ε (analogue of the paper's Fig. 3)\n" + title,
           target(f"fig3_accuracy_vs_eps{sfx}.png"))
@@ -235,11 +249,13 @@ def _render_slice(r: GridResult, target, i: int, j: int, figures: bool) -> None:
 
 
 def _curves(r: GridResult, i: int, j: int) -> list[tuple[tuple, np.ndarray]]:
-  """(label key, accuracy (E,)) per curve of slice (i, j): undefended, singles at their best size, pipelines
-  paired or best."""
+  """(label key, accuracy (E,)) per curve of slice (i, j): undefended, the restorer (in clean-trained slices),
+  singles at their best size, pipelines paired or best."""
   sizes = list(r.codebook_size)
   paired = {} if r.paired is None else dict(zip(r.paired.purifier, r.paired.accuracy[i, j]))
   curves = [(("none",), r.undefended[i])]
+  if r.restorer is not None and r.training[j] == "clean":
+    curves.append((("restorer", None), r.restorer.accuracy[i]))
   for p, acc_MxE in zip(r.purifier, r.accuracy[i, j]):
     if p in paired:
       continue
@@ -251,8 +267,8 @@ def _curves(r: GridResult, i: int, j: int) -> list[tuple[tuple, np.ndarray]]:
 
 def _columns(key: tuple, r: GridResult) -> tuple[str, str]:
   """(purifier, codebook size) of a curve for the tables; pipelines paired: N<No-Split K>+S<Split K>."""
-  if key[0] == "none":
-    return "none", "-"
+  if key[0] == "none" or key[1] is None:
+    return key[0], "-"
   if key[1] == "paired":
     return key[0], f"N{r.paired.no_split_size}+S{r.paired.split_size}"
   return key[0], str(key[1])
@@ -260,12 +276,16 @@ def _columns(key: tuple, r: GridResult) -> tuple[str, str]:
 
 def _name(key: tuple) -> str:
   """A curve's short name in `format_grid`."""
-  return "undefended" if key[0] == "none" else f"{key[0]} " + ("paired" if key[1] == "paired" else f"K={key[1]}")
+  if key[0] == "none" or key[1] is None:
+    return "undefended" if key[0] == "none" else key[0]
+  return f"{key[0]} " + ("paired" if key[1] == "paired" else f"K={key[1]}")
 
 
 def _label(key: tuple, r: GridResult) -> str:
   if key[0] == "none":
     return "Original (undefended)"
+  if key[1] is None:
+    return label(key[0])
   if key[1] == "paired":
     return f"{label(key[0])}: N K={r.paired.no_split_size} + S K={r.paired.split_size}"
   return f"{label(key[0])} K={key[1]}"
@@ -293,6 +313,8 @@ def format_grid(r: GridResult) -> str:
     lines += ["", f"{label(p)} ({p})   accuracy by ε", head("codebook size")]
     lines += [row(str(s), acc_E) for s, acc_E in zip(sizes, acc_MxE)]
   lines += ["", head(""), row("undefended", r.undefended[0])]
+  if r.restorer is not None:
+    lines.append(row("restorer", r.restorer.accuracy[0]))
   best = ", ".join(f"{k} K={v}" for k, v in r.best_size.items())
   lines.append(f"\nbest sizes (mean accuracy over ε <= {r.best_eps_max:g}): {best or 'none'}")
   if r.paired is not None:

@@ -4,6 +4,7 @@
   undefended[attack, epsilon]                                     the classifier alone
   paired.accuracy[attack, training, pipeline, epsilon]            pipelines at the best pair (pairing 'best')
   split_k.accuracy[attack, k, codebook_size, epsilon]             the Split purifier with k×k tiles
+  restorer.accuracy[attack, epsilon]                              the restorer as a purifier (restore/purifier.py)
   figure[epsilon, row, example, H, W, 1]                          clean, adversarial, each purifier's output
   predictions (eval.save_predictions): every test image's predicted class, from which either counting rule
   (`counting`: 'final' or the authors' 'clean_and_final') can be recomputed
@@ -47,6 +48,13 @@ class Convergence:
   attack: tuple[str, ...]               # the iterative attacks (and worst_case when several)
   accuracy: np.ndarray                  # (S, A', T, P, M, E)
   undefended: np.ndarray                # (S, A', E)
+
+
+@dataclasses.dataclass(frozen=True)
+class Restorer:
+  """The restorer (restore/purifier.py: a generator trained on (FGSM, clean) pairs) as one more purifier: one
+  model, so no codebook size and no training mode."""
+  accuracy: np.ndarray                  # (A, E)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +109,7 @@ class GridResult:
   counting: str = "final"               # how `accuracy` and `undefended` count (Predictions.accuracy)
   predictions: Predictions | None = None
   convergence: Convergence | None = None
+  restorer: Restorer | None = None
   run: dict[str, Any] = dataclasses.field(default_factory=dict)      # device, mesh, wall time, jax version
   config: dict[str, Any] = dataclasses.field(default_factory=dict)   # the resolved config
 
@@ -109,6 +118,9 @@ class GridResult:
     if np.shape(self.accuracy) != shape or np.shape(self.undefended) != (shape[0], shape[-1]):
       raise VQDefenseError(f"grid result arrays {np.shape(self.accuracy)} and {np.shape(self.undefended)} do not "
                            f"match the axes {shape}")
+    if self.restorer is not None and np.shape(self.restorer.accuracy) != (shape[0], shape[-1]):
+      raise VQDefenseError(f"the restorer's accuracy {np.shape(self.restorer.accuracy)} does not match the attack "
+                           f"and ε axes {(shape[0], shape[-1])}")
     p = self.predictions
     if p is not None:
       n = np.shape(p.labels)[0]
@@ -137,6 +149,8 @@ class GridResult:
       out["split_k"] = dict(k=list(self.split_k.k), accuracy=self.split_k.accuracy.tolist())
     if self.convergence is not None:
       out["convergence"] = dict(steps=list(self.convergence.steps), attack=list(self.convergence.attack))
+    if self.restorer is not None:
+      out["restorer"] = dict(accuracy=np.asarray(self.restorer.accuracy).tolist())
     if self.figure is not None:
       f = self.figure
       out["figure"] = dict(rows=list(f.rows), epsilons=list(f.epsilons), no_split_size=f.no_split_size,
@@ -155,6 +169,8 @@ class GridResult:
     if self.split_k is not None:
       a["split_k"] = np.asarray(self.split_k.k, np.int64)
       a["split_k_accuracy"] = np.asarray(self.split_k.accuracy, np.float64)
+    if self.restorer is not None:
+      a["restorer_accuracy"] = np.asarray(self.restorer.accuracy, np.float64)
     if self.figure is not None:
       a["figure"] = np.asarray(self.figure.images, np.float32)
     if self.convergence is not None:
@@ -183,12 +199,13 @@ class GridResult:
       f = doc["figure"]
       figure = Figure(tuple(f["rows"]), tuple(float(e) for e in f["epsilons"]), int(f["no_split_size"]),
                       int(f["split_size"]), arrays["figure"])
+    restorer = Restorer(arrays["restorer_accuracy"]) if "restorer" in doc else None
     predictions = None
     if doc.get("predictions"):
       predictions = Predictions(**{f.name: arrays[f"predictions_{f.name}"] for f in dataclasses.fields(Predictions)})
     known = {"axes", "accuracy", "undefended", "threat_model", "pairing", "best_eps_max", "best_size", "timing",
              "paired", "split_k", "figure", "num_test_images", "classifier_clean_accuracy", "config", "counting",
-             "predictions", "convergence"}
+             "predictions", "convergence", "restorer"}
     return cls(attack=tuple(axes["attack"]), training=tuple(axes["training"]), purifier=tuple(axes["purifier"]),
                codebook_size=tuple(int(s) for s in axes["codebook_size"]),
                epsilon=tuple(float(e) for e in axes["epsilon"]), accuracy=arrays["accuracy"],
@@ -198,7 +215,7 @@ class GridResult:
                num_test_images=int(doc["num_test_images"]),
                classifier_clean_accuracy=float(doc["classifier_clean_accuracy"]),
                counting=doc.get("counting", "final"),  # grids saved before the option existed counted 'final'
-               predictions=predictions, convergence=convergence,
+               predictions=predictions, convergence=convergence, restorer=restorer,
                run={k: v for k, v in doc.items() if k not in known}, config=doc.get("config", {}))
 
   def save(self, workdir: str) -> None:
