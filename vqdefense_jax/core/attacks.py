@@ -157,8 +157,13 @@ def fgsm_pairs(logits_fn: LogitsFn, x_BxHxWxC: jnp.ndarray, y_B: jnp.ndarray, ep
   Returns (x_adv, ε per image); ‖x_adv[b] − x[b]‖∞ ≤ ε[b].
   """
   eps_B = jax.random.choice(key, jnp.asarray(eps_choices, x_BxHxWxC.dtype), (x_BxHxWxC.shape[0],))
+  return fgsm_per_image(logits_fn, x_BxHxWxC, y_B, eps_B), eps_B
+
+
+def fgsm_per_image(logits_fn: LogitsFn, x_BxHxWxC: jnp.ndarray, y_B: jnp.ndarray, eps_B: jnp.ndarray) -> jnp.ndarray:
+  """FGSM with image b's own ε: clip(x[b] + ε[b]·sign ∇ₓ, 0, 1), shape (B, H, W, C)."""
   sign = fgsm_sign(logits_fn, x_BxHxWxC, y_B)
-  return jnp.clip(x_BxHxWxC + eps_B.reshape((-1,) + (1,) * (x_BxHxWxC.ndim - 1)) * sign, 0.0, 1.0), eps_B
+  return jnp.clip(x_BxHxWxC + eps_B.reshape((-1,) + (1,) * (x_BxHxWxC.ndim - 1)) * sign, 0.0, 1.0)
 
 
 def _start(x: jnp.ndarray, eps: jnp.ndarray, random_start: bool, key: jax.Array | None,

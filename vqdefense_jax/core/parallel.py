@@ -119,6 +119,15 @@ def shard_models(stacked: Any, mesh: Mesh) -> Any:
   return put(stacked, NamedSharding(mesh, P("model")))
 
 
+def batched(fn: Callable, *arrays: np.ndarray, batch: int = 500, axis: int = 0) -> Any:
+  """fn over the leading axis of `arrays` in batches of `batch` (memory stays bounded by one batch); the
+  outputs (one array, or each array of a tuple) concatenated along `axis` as numpy."""
+  parts = [fn(*(a[i:i + batch] for a in arrays)) for i in range(0, len(arrays[0]), batch)]
+  if isinstance(parts[0], tuple):
+    return tuple(np.concatenate([np.asarray(p[k]) for p in parts], axis=axis) for k in range(len(parts[0])))
+  return np.concatenate([np.asarray(p) for p in parts], axis=axis)
+
+
 def replicate(tree: Any, mesh: Mesh) -> Any:
   return put(tree, NamedSharding(mesh, P()))
 

@@ -253,12 +253,6 @@ def quantize(x: np.ndarray) -> np.ndarray:
   return (np.rint(np.clip(x, 0.0, 1.0) * 255) / 255).astype(np.float32)
 
 
-def _batched(fn: Callable, *arrays: np.ndarray, batch: int = 500, axis: int = 0) -> np.ndarray:
-  """fn over the leading axis of `arrays` in batches; outputs concatenated along `axis`."""
-  n = len(arrays[0])
-  return np.concatenate([np.asarray(fn(*(a[i:i + batch] for a in arrays))) for i in range(0, n, batch)], axis=axis)
-
-
 # --- records ---------------------------------------------------------------------------------------------
 
 def _common(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
@@ -325,7 +319,7 @@ def samples(sample: Callable, exp: Experiment, params, n: int, shape, purpose: s
 
 
 def alae_reconstructions(params, images: np.ndarray) -> np.ndarray:
-  return _batched(functools.partial(alae_lib.reconstruct, params), images, batch=1000)
+  return parallel.batched(functools.partial(alae_lib.reconstruct, params), images, batch=1000)
 
 
 def detector_training_set(exp: Experiment, ds: data_lib.Dataset, alae_params) -> tuple[np.ndarray, np.ndarray]:
@@ -344,7 +338,7 @@ def adversarial_training_set(exp: Experiment, ds: data_lib.Dataset, cls_params) 
   rng = np.random.default_rng(training.stable_seed(exp.seed, "detector_adversarial/epsilons"))
   eps_N = rng.choice(np.asarray(exp.gate.epsilons, np.float32), n)
   f = lambda x, y: attacks.fgsm_sign(classifier.logits_fn(cls_params, exp.purify.classifier_model), x, y)
-  sign = _batched(jax.jit(f), ds.train_images[:n], ds.train_labels[:n])
+  sign = parallel.batched(jax.jit(f), ds.train_images[:n], ds.train_labels[:n])
   adv = ds.train_images[:n] + eps_N[:, None, None, None] * sign
   x = quantize(np.concatenate([ds.train_images, adv]))
   y = np.concatenate([np.zeros(len(ds.train_images), np.int32), np.ones(n, np.int32)])
@@ -445,7 +439,7 @@ def purify_sources(exp: Experiment, purify_models, images: np.ndarray, labels: n
   if {"vqvae_no_split", "vqvae_split"} & set(wanted):
     no_split, split = (parallel.take(stacks[kind], 0) for kind in p.vq.paper_kinds)
     for pur in grid_lib.make_purifiers(p.vq, [s[len("vqvae_"):] for s in wanted if s.startswith("vqvae_")]):
-      out[f"vqvae_{pur.name}"] = _batched(jax.jit(functools.partial(pur, no_split, split)), images)
+      out[f"vqvae_{pur.name}"] = parallel.batched(jax.jit(functools.partial(pur, no_split, split)), images)
   a = p.config["attack"]
   key = jax.random.key(training.stable_seed(exp.seed, "attack_sources"))
   eps_E = jnp.asarray(exp.eval.attack_epsilons, jnp.float32)
@@ -453,7 +447,7 @@ def purify_sources(exp: Experiment, purify_models, images: np.ndarray, labels: n
     atk = attacks.Attack(name, a["pgd_steps"], a["pgd_step_size"], a["pgd_random_start"])
     run = jax.jit(lambda x, y, i, atk=atk: attacks.run(atk, classifier.logits_fn(cls_params, p.classifier_model), x,
                                                        y, eps_E, key=key, index_B=i))
-    adv_ExN = _batched(run, images, labels, np.arange(len(images), dtype=np.int32), axis=1)
+    adv_ExN = parallel.batched(run, images, labels, np.arange(len(images), dtype=np.int32), axis=1)
     out.update({f"{name}_eps{e:g}": adv_ExN[i] for i, e in enumerate(exp.eval.attack_epsilons)})
   return out
 
@@ -478,7 +472,7 @@ def fid(exp: Experiment, params: dict[str, Any], ds: data_lib.Dataset, fakes: di
   """Fréchet distance of every source, and of real training images (the floor), to the real test images on the
   classifier's penultimate features."""
   cls_params, _ = params["purify"]
-  feats = lambda x: _batched(jax.jit(lambda b: classifier.features(cls_params, b, exp.purify.classifier_model)), x)
+  feats = lambda x: parallel.batched(jax.jit(lambda b: classifier.features(cls_params, b, exp.purify.classifier_model)), x)
   real = feats(reals)
   sets = dict(fakes, real_train=quantize(ds.train_images[:len(reals)]))
   return {name: alae_lib.frechet_distance(real, feats(x)) for name, x in sets.items()}

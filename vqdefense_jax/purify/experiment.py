@@ -409,10 +409,10 @@ def _train_restorer(exp: Experiment, run: Run, workdir: str, ds: data_lib.Datase
                        metrics=metrics, checkpoint_every=exp.loop.checkpoint_every, log_every=exp.loop.log_every,
                        stop_at=stop_at, record=run.record)
   x_adv = attacked(ds.test_images, ds.test_labels, "test")
-  pur = restorer_purifier(exp)
   mse = lambda a: float(np.mean((a - ds.test_images) ** 2))
-  m = dict(attacked_mse=mse(x_adv), restored_mse=mse(_purify_batched(pur, state.params.generator, x_adv)),
-           clean_restored_mse=mse(_purify_batched(pur, state.params.generator, ds.test_images)))
+  restore = functools.partial(_purify, restorer_purifier(exp), state.params.generator)
+  m = dict(attacked_mse=mse(x_adv), restored_mse=mse(parallel.batched(restore, x_adv)),
+           clean_restored_mse=mse(parallel.batched(restore, ds.test_images)))
   log.info("%s: test MSE to the clean images: attacked %.5f, restored %.5f; clean inputs restored %.5f", run.name,
            m["attacked_mse"], m["restored_mse"], m["clean_restored_mse"])
   return m
@@ -426,10 +426,6 @@ def restorer_purifier(exp: Experiment) -> ModulePurifier:
 @functools.partial(jax.jit, static_argnums=0)
 def _purify(pur: ModulePurifier, params, x):
   return pur(params, None, x)
-
-
-def _purify_batched(pur: ModulePurifier, params, images: np.ndarray, batch: int = 500) -> np.ndarray:
-  return np.concatenate([np.asarray(_purify(pur, params, images[i:i + batch])) for i in range(0, len(images), batch)])
 
 
 def load_restorer(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> Any:

@@ -39,7 +39,7 @@ import json
 import math
 import os
 import re
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,7 @@ from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
 from vqdefense_jax.core import files
+from vqdefense_jax.core import parallel
 from vqdefense_jax.core import report as draw
 from vqdefense_jax.core import training
 from vqdefense_jax.core.config import require
@@ -239,19 +240,11 @@ def records(exp: Experiment, ds: data_lib.Dataset) -> dict[str, dict[str, Any]]:
 
 # --- data and steps --------------------------------------------------------------------------------------
 
-def _batched(fn: Callable, *arrays: np.ndarray, batch: int = 500) -> Any:
-  """fn over the leading axis of `arrays` in batches; every output (a tuple or one array) concatenated."""
-  parts = [fn(*(a[i:i + batch] for a in arrays)) for i in range(0, len(arrays[0]), batch)]
-  if isinstance(parts[0], tuple):
-    return tuple(np.concatenate([np.asarray(p[k]) for p in parts]) for k in range(len(parts[0])))
-  return np.concatenate([np.asarray(p) for p in parts])
-
-
 def pairs(exp: Experiment, images: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
   """(mosaicked images, box masks) of a split's images, image i's box from (seed of the split, i)."""
   seed = training.stable_seed(exp.seed, f"mosaic/{split}")
   index = np.arange(len(images), dtype=np.int32)
-  return _batched(lambda x, i: mosaic_lib.deidentify(exp.mosaic, seed, x, i), images, index, batch=1000)
+  return parallel.batched(lambda x, i: mosaic_lib.deidentify(exp.mosaic, seed, x, i), images, index, batch=1000)
 
 
 def restorer_step(exp: Experiment, v: Variant) -> gan.RestorerStep:
@@ -371,9 +364,9 @@ def _concentration_summary(conc_NxL: np.ndarray) -> tuple[float | None, list[flo
 def classifier_views(exp: Experiment, cls_params, x: np.ndarray, y: np.ndarray, purify) -> dict[str, np.ndarray]:
   """Clean, grey-box FGSM (eval.attack_epsilon) and purified (`purify` of the attacked) images."""
   logits = classifier.logits_fn(cls_params, exp.classifier_model)
-  sign = _batched(jax.jit(lambda a, b: attacks.fgsm_sign(logits, a, b)), x, y)
+  sign = parallel.batched(jax.jit(lambda a, b: attacks.fgsm_sign(logits, a, b)), x, y)
   adv = np.clip(x + exp.eval.attack_epsilon * sign, 0.0, 1.0).astype(np.float32)
-  return dict(clean=x, adversarial=adv, purified=_batched(purify, adv))
+  return dict(clean=x, adversarial=adv, purified=parallel.batched(purify, adv))
 
 
 def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain: bool = False) -> dict[str, Any]:
@@ -401,7 +394,7 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   restored, maps = {}, {}
   for v in exp.variants:
     p = params[restorer_name(v)]
-    restored[v.name] = _batched(lambda x: gan.restore(p, x), x_mosaic)
+    restored[v.name] = parallel.batched(lambda x: gan.restore(p, x), x_mosaic)
     q_restored = q(restored[v.name])
     for metric in ("psnr", "ssim"):
       result[metric][v.name] = {inp: {r: _finite(val) for r, val in qq[metric].items()}

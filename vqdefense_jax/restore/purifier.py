@@ -17,13 +17,13 @@ import functools
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from vqdefense_jax.core import attacks
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
+from vqdefense_jax.core import parallel
 from vqdefense_jax.core import training
 from vqdefense_jax.restore import gan
 from vqdefense_jax.restore import models
@@ -96,15 +96,15 @@ def pair_epsilons(epsilons, n: int, seed: int) -> np.ndarray:
 
 @functools.partial(jax.jit, static_argnums=1)
 def _fgsm_per_image(cls_params, cls_model: classifier.Classifier, x_BxHxWx1, y_B, eps_B):
-  sign = attacks.fgsm_sign(classifier.logits_fn(cls_params, cls_model), x_BxHxWx1, y_B)
-  return jnp.clip(x_BxHxWx1 + eps_B[:, None, None, None] * sign, 0.0, 1.0)
+  return attacks.fgsm_per_image(classifier.logits_fn(cls_params, cls_model), x_BxHxWx1, y_B, eps_B)
 
 
 def adversarial_pairs(cls_params, cls_model: classifier.Classifier, images: np.ndarray, labels: np.ndarray,
                       epsilons, seed: int, batch: int = 500) -> np.ndarray:
   """The training inputs: each image FGSM-attacked against the classifier at its ε (`pair_epsilons`); the
   targets are the clean images. Images do not interact, so the result does not depend on `batch`."""
+  if not len(images):
+    return np.zeros_like(images)
   eps_N = pair_epsilons(epsilons, len(images), seed)
-  parts = [_fgsm_per_image(cls_params, cls_model, jnp.asarray(images[i:i + batch]), jnp.asarray(labels[i:i + batch]),
-                           jnp.asarray(eps_N[i:i + batch])) for i in range(0, len(images), batch)]
-  return np.concatenate([np.asarray(p) for p in parts]) if parts else np.zeros_like(images)
+  return parallel.batched(functools.partial(_fgsm_per_image, cls_params, cls_model), images, labels, eps_N,
+                          batch=batch)
