@@ -5,7 +5,7 @@ runtime aborts every other process at once with pages of its own output. Started
 before it joins, the service outlives process 0: its death is then seen like any other process's (its
 heartbeat stops, and the others' watchdogs name it within `parallel.timeout_s`).
 
-The helper process imports only JAX's runtime library (no devices). It starts the service, prints READY on
+The helper process imports JAX but starts no backend (no devices). It starts the service, prints READY on
 stdout, and then reads its stdin, a pipe from process 0: the line DONE means process 0 finished its work; the
 end of the pipe means process 0 has exited, or died. The service then stays up `LINGER_S` after a normal end
 (the others are leaving JAX's shutdown barrier with process 0) or `timeout + GRACE_S` after anything else (so
