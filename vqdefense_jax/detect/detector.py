@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from vqdefense_jax.core import layers, training
+from vqdefense_jax.core import layers, parallel, training
 
 
 class Block(nn.Module):
@@ -91,4 +91,4 @@ def scores(model: Detector, params: Any, images: np.ndarray, batch: int = 500) -
   """The probability of "fake" of each image (N,), in batches (one compiled function per batch shape)."""
   if not len(images):
     return np.zeros((0,), np.float32)
-  return np.concatenate([np.asarray(_prob(model, params, images[i:i + batch])) for i in range(0, len(images), batch)])
+  return parallel.batched(functools.partial(_prob, model, params), images, batch=batch)

@@ -345,9 +345,8 @@ def overlay(x_NxHxWxC: np.ndarray, map_NxHxW: np.ndarray) -> np.ndarray:
 def cbam_gradcam(params: gan.RestorerParams, x: np.ndarray, mask: np.ndarray, batch: int = 250) -> dict[str, Any]:
   """Grad-CAM of the restorer's CBAM layers on de-identified images `x` with their boxes `mask`: maps (N, L, H, W),
   concentration per image and layer (N, L), D(G(x)) (N,)."""
-  parts = [gradcam.restorer_gradcam(params, jnp.asarray(x[i:i + batch])) for i in range(0, len(x), batch)]
-  maps_NxLxHxW = np.concatenate([np.asarray(m) for m, _ in parts])
-  score_N = np.concatenate([np.asarray(s) for _, s in parts])
+  maps_NxLxHxW, score_N = parallel.batched(lambda xb: tuple(gradcam.restorer_gradcam(params, jnp.asarray(xb))),
+                                           x, batch=batch)
   conc_NxL = np.stack([np.asarray(gradcam.concentration(jnp.asarray(maps_NxLxHxW[:, j]), jnp.asarray(mask)))
                        for j in range(maps_NxLxHxW.shape[1])], axis=1)
   return dict(maps=maps_NxLxHxW, concentration=conc_NxL, score=score_N)
