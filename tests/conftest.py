@@ -6,6 +6,7 @@ Two tiers: `pytest -m "not slow"` (quick feedback while working) and `pytest` (e
 import dataclasses
 import os
 import shutil
+import socket
 
 import jax
 import numpy as np
@@ -17,6 +18,13 @@ from vqdefense_jax.purify import experiment
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def free_port() -> int:
+  """A TCP port on 127.0.0.1 that nothing listens on now (the coordinator of a multi-process test)."""
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
 
 
 def synthetic_mnist(n_train: int = 240, n_test: int = 40, seed: int = 0) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from conftest import free_port
 from vqdefense_jax.core import coordinator, distributed
 from vqdefense_jax.core.errors import VQDefenseError
 
@@ -24,12 +25,6 @@ client.shutdown()
 """
 
 
-def _port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
-
-
 def _ended_within(helper: subprocess.Popen, seconds: float) -> bool:
   try:
     helper.wait(timeout=seconds)
@@ -39,7 +34,7 @@ def _ended_within(helper: subprocess.Popen, seconds: float) -> bool:
 
 
 def test_the_helper_serves_a_client_and_ends_soon_after_a_normal_end():
-  port = _port()
+  port = free_port()
   helper = coordinator.start(f"127.0.0.1:{port}", 1, timeout=10)
   try:
     client = subprocess.run([sys.executable, "-c", CLIENT, f"127.0.0.1:{port}"], capture_output=True,
@@ -57,7 +52,7 @@ def test_the_helper_serves_a_client_and_ends_soon_after_a_normal_end():
 
 
 def test_the_helper_outlives_a_process_0_that_died_long_enough_for_the_others_to_name_it():
-  helper = coordinator.start(f"127.0.0.1:{_port()}", 2, timeout=1)
+  helper = coordinator.start(f"127.0.0.1:{free_port()}", 2, timeout=1)
   try:
     helper.stdin.close()  # process 0 is gone, without a word
     assert not _ended_within(helper, coordinator.LINGER_S + 1)  # the others' watchdogs need timeout + a poll
@@ -84,14 +79,14 @@ def test_the_bind_address_is_jaxs(monkeypatch):
 
 @pytest.mark.parametrize("process_id", [1, 3])
 def test_only_process_0_starts_the_service(monkeypatch, process_id):
-  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", f"127.0.0.1:{_port()}")
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", f"127.0.0.1:{free_port()}")
   monkeypatch.setattr(coordinator, "start", lambda *a: pytest.fail("only process 0 starts the service"))
   kwargs, helper = distributed._start_service({"num_processes": 4, "process_id": process_id}, 10)
   assert helper is None and kwargs == {"num_processes": 4, "process_id": process_id}
 
 
 def test_process_0_leaves_the_coordinator_port_to_the_helper(monkeypatch):
-  port = _port()
+  port = free_port()
   monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", f"127.0.0.1:{port}")
   monkeypatch.setenv("JAX_COORDINATOR_BIND_ADDRESS", f"127.0.0.1:{port}")
   kwargs, helper = distributed._start_service({"num_processes": 2, "process_id": 0}, 10)

@@ -9,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,18 +18,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import tiny
+from conftest import free_port, tiny
 from vqdefense_jax.core import checkpoints, coordinator, parallel
 from vqdefense_jax.core.errors import VQDefenseError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TIMEOUT_S = 10  # parallel.timeout_s in these runs
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("127.0.0.1", 0))
-    return s.getsockname()[1]
 
 
 def _env(**extra) -> dict:
@@ -43,7 +36,7 @@ def _env(**extra) -> dict:
 def _launch(script: str, args: list[str], per_process: tuple[list[str], list[str]] = ([], [])):
   """Two processes of `script` (train.py or evaluate.py) joined in one run; returns their Popen objects (the
   port is `procs[0].port`)."""
-  port = _free_port()
+  port = free_port()
   procs = [subprocess.Popen([sys.executable, script, *args, "--config.parallel.distributed=true",
                             f"--config.parallel.timeout_s={TIMEOUT_S}", *per_process[i]], cwd=ROOT,
                            env=_env(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
