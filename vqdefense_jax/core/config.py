@@ -179,8 +179,9 @@ def classifier_section() -> ml_collections.ConfigDict:
 def attack_section() -> ml_collections.ConfigDict:
   """Read by `attacks.AttackSpec.from_config`."""
   s = ml_collections.ConfigDict()
-  s.names = ("fgsm",)            # grid axis: fgsm, pgd, apgd (grey-box); bpda_* and ste_* of each (white-box)
-  s.pgd_steps = 10               # iterations of the iterative attacks (pgd, apgd: gradient evaluations)
+  s.names = ("fgsm",)            # grid axis: fgsm, pgd, apgd, apgdt, fabt (grey-box); bpda_* and ste_* of each
+                                 # (white-box); square (black-box); autoattack, bpda_autoattack (the suite)
+  s.pgd_steps = 10               # iterations of pgd, apgd, apgdt and fabt (gradient evaluations; per target)
   s.pgd_step_size = 0.25         # PGD step as a fraction of ε (APGD starts at 2ε and halves it itself)
   s.pgd_random_start = True      # iterative attacks start uniformly in the ε-ball (per image, seed and index)
   s.loss = "ce"                  # what iterative attacks maximise: 'ce' or 'dlr' (difference of logits ratio)
@@ -189,6 +190,14 @@ def attack_section() -> ml_collections.ConfigDict:
   s.restart_pick = "defended"    # grey-box restarts judged on the 'defended' prediction, or the one with the
                                  # highest loss of the 'classifier' alone (strictly grey-box)
   s.convergence_steps = ()       # also run the iterative attacks with these step counts (e.g. 10, 20, 50, 100)
+  s.suite_steps = 100            # autoattack: iterations of APGD-CE, APGD-T and FAB-T (AutoAttack's standard: 100)
+  s.targets = 9                  # apgdt, fabt, autoattack: target classes, the largest other logits in turn
+  s.queries = 5000               # square, autoattack: Square's queries per image (AutoAttack's standard: 5000)
+  s.p_init = 0.8                 # square, autoattack: the share of the image Square's first squares cover
+  s.batch = 0                    # apgdt, fabt, square, autoattack: (image, ε) items attacked together
+                                 # (0: 32 on CPU, else every item of a grid chunk)
+  s.chance_epsilon = 0.5         # with an attack that sees the purifier, also attack at this ε, where accuracy
+                                 # must fall to chance (gradient-masking check; 0: no check)
   s.epsilons = PAPER_EPSILONS    # pixel units; the paper's tables print them ×10
   return s
 
