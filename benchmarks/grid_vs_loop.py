@@ -103,7 +103,7 @@ def main(argv):
   chunk = args.chunk_size or exp.grid.chunk_size  # 0: grid.default_chunk_size() for this backend
   reference = None
   for axis in args.model_axis.split(","):
-    und_AxE, acc_MxAxPxE, t, _ = grid.run_counts(purifiers, axis, mesh, cls, stacks["no_split"], stacks["split"],
+    und_AxE, acc_MxAxPxE, t, _, _ = grid.run_counts(purifiers, axis, mesh, cls, stacks["no_split"], stacks["split"],
                                               images, labels, eps, chunk)  # the paper's attack only: A = 1
     und, acc = und_AxE[0], acc_MxAxPxE[:, 0]
     wall = t["compile_s"] + t["run_s"]

@@ -55,7 +55,7 @@ def main(data_dir: str, workdir: str) -> None:
   out = {}
   for model, batch in ((1, 1), (1, 4), (2, 2), (4, 1)):
     mesh = parallel.make_mesh(model, devices[:model * batch])
-    und, acc, timing, (clean, pred_und, pred) = grid.run_counts(
+    und, acc, timing, (clean, pred_und, pred), _ = grid.run_counts(
         purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"], ds.test_images, ds.test_labels,
         c.attack.epsilons, 16, attack_list=attack_list, seed=3,
         measure=grid.Measure(counting="clean_and_final", predictions=True))

@@ -83,7 +83,7 @@ def test_split_k_rows_equal_the_split_purifier_run_with_k_tiles(trained_beyond, 
   mesh = parallel.make_mesh(1, jax.devices()[:1])
   for j, k in enumerate(results.split_k.k):
     kind = exp.vq.split_kind(k)
-    _, acc_MxAx1xE, _, _ = grid.run_counts((Purifier("split", model, model, k),), "map", mesh, cls, stacks[kind],
+    _, acc_MxAx1xE, _, _, _ = grid.run_counts((Purifier("split", model, model, k),), "map", mesh, cls, stacks[kind],
                                         stacks[kind], ds.test_images, ds.test_labels, exp.attack.epsilons,
                                         len(ds.test_images), attack_list=exp.attack.attacks, seed=exp.seed)
     np.testing.assert_allclose(by_k[:, j], acc_MxAx1xE[:, :, 0].transpose(1, 0, 2), atol=1e-12, err_msg=f"k={k}")

@@ -99,8 +99,8 @@ def test_counting_rules_and_predictions_agree_with_a_direct_evaluation(trained):
   run = lambda counting, labels=y: grid.run_counts(purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"],
                                                    ds.test_images, labels, c.attack.epsilons, 16,
                                                    measure=grid.Measure(counting=counting, predictions=True))
-  und_f, acc_f, _, (clean, pred_und, pred) = run("final")
-  und_a, acc_a, _, preds_a = run("clean_and_final")
+  und_f, acc_f, _, (clean, pred_und, pred), _ = run("final")
+  und_a, acc_a, _, preds_a, _ = run("clean_and_final")
   for got, want in zip(preds_a, (clean, pred_und, pred)):   # the rule changes the counts, not the predictions
     np.testing.assert_array_equal(got, want)
   f = classifier.logits_fn(cls)
@@ -112,7 +112,7 @@ def test_counting_rules_and_predictions_agree_with_a_direct_evaluation(trained):
   np.testing.assert_allclose(acc_a, np.mean((pred == y) & ok, axis=-1), atol=1e-12)
   np.testing.assert_allclose(und_a, np.mean((pred_und == y) & ok, axis=-1), atol=1e-12)
   # With the true labels, the grid predicts what the straightforward per-size evaluation predicts.
-  *_, (_, _, pred) = run("final", ds.test_labels)
+  _, _, _, (_, _, pred), _ = run("final", ds.test_labels)
   for m in range(pred.shape[0]):
     table_PxE = _per_size(trained, m, m)
     for j, p in enumerate(purifiers):
@@ -151,9 +151,9 @@ def test_the_eps_vector_in_one_call_equals_one_eps_at_a_time(trained):
   run = lambda eps: grid.run_counts(purifiers, "map", mesh, trained.cls, stacks["no_split"], stacks["split"],
                                     trained.ds.test_images, trained.ds.test_labels, eps, 40)
   eps = trained.exp.attack.epsilons
-  und, acc, _, _ = run(eps)
+  und, acc, _, _, _ = run(eps)
   for i, e in enumerate(eps):
-    und_1, acc_1, _, _ = run((e,))
+    und_1, acc_1, _, _, _ = run((e,))
     np.testing.assert_array_equal(und[:, i], und_1[:, 0])
     np.testing.assert_array_equal(acc[..., i], acc_1[..., 0])
 
@@ -180,17 +180,17 @@ def test_detect_then_purify_is_the_purifier_when_all_are_flagged_and_undefended_
   run = lambda purifiers, gate_params=None, atk=("fgsm",): grid.run_counts(
       purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"], ds.test_images, ds.test_labels,
       c.attack.epsilons, 16, attack_list=tuple(attacks.Attack(a) for a in atk), gate_params=gate_params)
-  undefended, plain, _, _ = run(grid.make_purifiers(trained.exp.vq, names))
+  undefended, plain, _, _, _ = run(grid.make_purifiers(trained.exp.vq, names))
   for bias, expected in ((10.0, plain), (-10.0, np.broadcast_to(undefended[None, :, None], plain.shape))):
     det = ConstantDetector(bias)
     params = det.init(jax.random.key(0), ds.test_images[:1])["params"]
     purifiers = grid.make_purifiers(trained.exp.vq, names, gate=Gate(det))
     assert [p.label for p in purifiers] == ["no_split", "split_to_vae", "detect_no_split", "detect_split_to_vae"]
-    _, acc, _, _ = run(purifiers, params)
+    _, acc, _, _, _ = run(purifiers, params)
     np.testing.assert_allclose(acc[:, :, :2], plain, atol=1e-12)     # the ungated rows are unchanged
     np.testing.assert_allclose(acc[:, :, 2:], expected, atol=1e-12)  # gated: purified (all flagged) or not at all
   # White-box, the detector known: with nothing flagged the attacker faces the bare classifier.
-  und_white, acc_white, _, _ = run(purifiers, params, ("ste_fgsm",))
+  und_white, acc_white, _, _, _ = run(purifiers, params, ("ste_fgsm",))
   np.testing.assert_allclose(und_white, undefended, atol=1e-12)
   np.testing.assert_allclose(acc_white[:, 0, 2:], np.broadcast_to(undefended[0], acc_white[:, 0, 2:].shape),
                              atol=1.5 / len(ds.test_images))
@@ -223,7 +223,7 @@ def test_restarts_count_an_image_only_if_it_survives_every_restart(trained):
                                     t.exp.attack.epsilons, 40, attack_list=(atk,), seed=3)
   for restarts in (1, 3):
     atk = dataclasses.replace(base, restarts=restarts)
-    _, acc, _, _ = run(atk)
+    _, acc, _, _, _ = run(atk)
     np.testing.assert_allclose(acc[0, 0, 0], _restart_oracle(t, base, 3, restarts).mean(axis=1), atol=1e-12)
   one, three = run(base)[1], run(dataclasses.replace(base, restarts=3))[1]
   assert np.all(three <= one) and np.any(three < one)  # more restarts: never more robust, here less
@@ -235,7 +235,7 @@ def test_the_worst_case_row_is_right_only_where_every_attack_is(trained):
   t = trained
   stacks, purifiers, mesh = _counts_inputs(t)
   atks = (attacks.Attack("fgsm"), attacks.Attack("ste_fgsm"))
-  und, acc, _, (clean, pred_und, pred) = grid.run_counts(
+  und, acc, _, (clean, pred_und, pred), _ = grid.run_counts(
       purifiers, "map", mesh, t.cls, stacks["no_split"], stacks["split"], t.ds.test_images, t.ds.test_labels,
       t.exp.attack.epsilons, 16, attack_list=atks, measure=grid.Measure(predictions=True))
   assert grid.attack_names(atks) == ("fgsm", "ste_fgsm", "worst_case")

@@ -68,6 +68,8 @@ def expected_files(results: dict) -> list[str]:
     names += ["table_attacks.csv", "table_attacks.md", "fig_attacks.png"]
   if results.split_k is not None:
     names += ["table_split_k.csv", "table_split_k.md", "fig_split_k.png"]
+  if any(a in grid.attacks.ATTACKS and grid.attacks.Attack(a).white_box for a in results.attack):
+    names.append("table_masking.md")                     # gradient-masking checks: an attack sees the purifier
   return names
 
 

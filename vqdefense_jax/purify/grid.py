@@ -33,7 +33,7 @@ import dataclasses
 import functools
 import logging
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,7 @@ from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
 from vqdefense_jax.purify.purifiers import STAGES, Gate, ModulePurifier, Purifier, apply_all
-from vqdefense_jax.purify.results import Convergence, GridResult, Paired, Predictions, Restorer, SplitK
+from vqdefense_jax.purify.results import Convergence, GridResult, Paired, Predictions, Restorer, SplitK, Suite
 
 log = logging.getLogger(__name__)
 # The progress bar of the running grid; the compiled scan reports each finished chunk to it (host callback).
@@ -134,19 +134,32 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   highest loss of the classifier alone). With several attacks, the attack axis
   ends with `worst_case` (A = attacks + 1): right only if right under every
   attack.
+
+  The fourth output counts, for each AutoAttack suite of the attack list (S of
+  them), what happened to every test image (attacks.OUTCOMES: robust, wrong
+  clean, or the member that fooled it): undefended (S, E, O) and defended
+  (M, S, P, E, O).
   """
 
   def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params):
     f = classifier.logits_fn(cls_params, measure.classifier)
     key = jax.random.key(seed)
+    item_batch = default_item_batch()
     e, m, p = eps_E.shape[0], parallel.num_models(no_split_M), len(purifiers)
 
     def chunk(carry, batch):
       x_BxHxWx1, y_B, w_B, index_B = batch
       flat = lambda x_ExB: x_ExB.reshape((-1,) + x_BxHxWx1.shape[1:])
       attack = lambda atk, purify=None, k=key: flat(attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=k,
-                                                                index_B=index_B))
+                                                                index_B=index_B, batch=item_batch))
+
+      def suite(atk, purify=None):   # AutoAttack: (E·B, ...) images and the outcome counts (E, O) of each ε
+        x_adv, by_ExB = attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=key, index_B=index_B,
+                                    batch=item_batch, outcomes=True)
+        return flat(x_adv), jax.vmap(attacks.outcome_counts, (0, None))(by_ExB, real_B)
+
       y_EB = jnp.tile(y_B, e)
+      real_B = w_B                   # 1 for a test image, 0 for padding (outcomes count every test image)
       clean_B = jnp.argmax(f(x_BxHxWx1), -1)
       if measure.counting == "clean_and_final":  # an image the classifier gets wrong clean never counts
         w_B = w_B * (clean_B == y_B)
@@ -160,7 +173,10 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
 
       def grey_box(atk):
         """(R, E·B, ...) adversarial images of every restart; one (the classifier's pick) with restart_pick
-        'classifier'."""
+        'classifier'. A suite's outcome counts go to `grey_outcomes`."""
+        if atk.suite:
+          adv, grey_outcomes[atk] = suite(atk)
+          return adv[None]
         adv_R = over_restarts(atk, lambda k: attack(atk, k=k), key)
         if atk.restarts == 1 or atk.restart_pick == "defended":
           return adv_R
@@ -169,6 +185,7 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
         return jnp.take_along_axis(adv_R, pick, axis=0)
 
       # Attacks on the classifier alone: computed once, shared by every model and purifier.
+      grey_outcomes = {}
       grey = {atk: grey_box(atk) for atk in dict.fromkeys(atk.grey_box() for atk in attack_list)}
       with_worst = lambda pred_AxXxB: (jnp.concatenate([pred_AxXxB, worst(pred_AxXxB, y_B)[None]])
                                        if len(attack_list) > 1 else pred_AxXxB)
@@ -181,50 +198,79 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
         def grey_box_row(adv):       # every purifier on one restart's grey-box images; shared stages once
           return jnp.stack([predict(o) for o in apply_all(purifiers, no_split, split, adv, gate_params)])
 
-        rows = []
+        def suite_row(atk, pur):     # (E, B) predictions and (E, O) outcome counts
+          x_adv, counts = suite(atk, functools.partial(pur.differentiable, no_split, split, gate_params=gate_params))
+          return predict(pur(no_split, split, x_adv, gate_params)), counts
+
+        rows, outcomes = [], []
         for atk in attack_list:      # each row (P, E, B): the worst case over the attack's restarts
-          if atk.white_box:
+          if atk.suite:
+            pred_P, counts_P = zip(*[suite_row(atk, pur) for pur in purifiers])
+            rows.append(jnp.stack(pred_P))
+            outcomes.append(jnp.stack(counts_P))
+          elif atk.white_box:
             rows.append(jnp.stack([worst(over_restarts(atk, functools.partial(white_box, atk, pur), key), y_B)
                                    for pur in purifiers]))
           else:
             rows.append(worst(_each(grey_box_row, grey[atk]), y_B))
         pred_AxPxExB = with_worst(jnp.stack(rows))
-        return correct(pred_AxPxExB), pred_AxPxExB.astype(jnp.int8) if measure.predictions else None
+        return (correct(pred_AxPxExB), pred_AxPxExB.astype(jnp.int8) if measure.predictions else None,
+                jnp.stack(outcomes) if outcomes else None)
 
-      undefended_AxE, defended_MxAxPxE = carry
-      defended, pred_M = parallel.over_models(one_model, model_axis)(no_split_M, split_M)
+      undefended_AxE, defended_MxAxPxE, outcomes_SxExO, outcomes_MxSxPxExO = carry
+      defended, pred_M, outcomes_M = parallel.over_models(one_model, model_axis)(no_split_M, split_M)
       jax.debug.callback(_chunk_done, defended[0, 0, 0, 0])  # after this chunk's results exist
       pred_undefended = with_worst(jnp.stack([worst(_each(predict, grey[atk.grey_box()]), y_B)
                                               for atk in attack_list]))
-      carry = (undefended_AxE + correct(pred_undefended), defended_MxAxPxE + defended)
+      if outcomes_M is not None:
+        outcomes_SxExO = outcomes_SxExO + jnp.stack([grey_outcomes[atk.grey_box()] for atk in attack_list
+                                                     if atk.suite])
+        outcomes_MxSxPxExO = outcomes_MxSxPxExO + outcomes_M
+      carry = (undefended_AxE + correct(pred_undefended), defended_MxAxPxE + defended, outcomes_SxExO,
+               outcomes_MxSxPxExO)
       preds = (clean_B.astype(jnp.int8), pred_undefended.astype(jnp.int8), pred_M) if measure.predictions else None
       return carry, preds
 
     a = len(attack_names(attack_list))  # the attacks, and the worst case over them when there are several
-    init = (jnp.zeros((a, e), jnp.int32), jnp.zeros((m, a, p, e), jnp.int32))
-    (undefended, defended), preds = jax.lax.scan(chunk, init, (x_CxBxHxWx1, y_CxB, w_CxB, index_CxB))
-    return jax.lax.psum(undefended, "batch"), jax.lax.psum(defended, "batch"), preds
+    s, o = sum(atk.suite for atk in attack_list), len(attacks.OUTCOMES)
+    init = (jnp.zeros((a, e), jnp.int32), jnp.zeros((m, a, p, e), jnp.int32), jnp.zeros((s, e, o), jnp.int32),
+            jnp.zeros((m, s, p, e, o), jnp.int32))
+    (undefended, defended, outcomes, outcomes_M), preds = jax.lax.scan(chunk, init, (x_CxBxHxWx1, y_CxB, w_CxB,
+                                                                                     index_CxB))
+    total = lambda v: jax.lax.psum(v, "batch")
+    return total(undefended), total(defended), preds, (total(outcomes), total(outcomes_M))
 
   batch = P(None, "batch")
   pred_specs = (batch, P(None, None, None, "batch"), P(None, "model", None, None, None, "batch"))
   sharded = jax.shard_map(local, mesh=mesh,
                           in_specs=(P(), P("model"), P("model"), batch, batch, batch, batch, P(), P(), P()),
-                          out_specs=(P(), P("model"), pred_specs if measure.predictions else None), check_vma=False)
+                          out_specs=(P(), P("model"), pred_specs if measure.predictions else None,
+                                     (P(), P("model"))), check_vma=False)
   return sharded(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params)
 
 
 grid_counts = jax.jit(grid_counts_fn, static_argnums=(0, 1, 2, 3, 4))
 
 
-def default_chunk_size() -> int:
+def default_chunk_size(item_attacks: bool = False) -> int:
   """Test images per scan step when grid.chunk_size is 0 (each step runs chunk × E images per model).
 
   On a 2-core CPU, 8 images (128 per forward pass at 16 ε) ran 1.3x faster
   than 64 and 1.4x faster than 250 (benchmarks/README.md): the activations
-  stay in cache. Accelerators want large batches; 256 is a starting point,
-  not a measured optimum.
+  stay in cache. The item attacks (Square, APGD-T, FAB-T, AutoAttack) attack
+  only the (image, ε) items still to fool within a chunk, so they want chunks
+  that hold many: 64 images on CPU. Accelerators want large batches; 256 is a
+  starting point, not a measured optimum.
   """
-  return 8 if jax.default_backend() == "cpu" else 256
+  if jax.default_backend() != "cpu":
+    return 256
+  return 64 if item_attacks else 8
+
+
+def default_item_batch() -> int:
+  """Items per batch of the item attacks when attack.batch is 0: 32 on CPU (their gradient steps ran fastest
+  there, benchmarks/README.md); elsewhere every item of a chunk at once (0)."""
+  return 32 if jax.default_backend() == "cpu" else 0
 
 
 def balanced_chunk(n: int, chunk: int, multiple: int = 1) -> int:
@@ -282,12 +328,20 @@ def best_index(acc_MxE: np.ndarray, eps, eps_max: float) -> int:
   return int(np.argmax(np.asarray(acc_MxE)[:, low].mean(axis=1))) if low.any() else 0
 
 
+class Counts(NamedTuple):
+  """What `run_counts` returns."""
+  undefended: np.ndarray        # (A, E) accuracy
+  defended: np.ndarray          # (M, A, P, E) accuracy
+  timing: dict
+  predictions: Any              # with measure.predictions: clean (N,), undefended (A, E, N), defended (M, A, P, E, N)
+  outcomes: Any                 # AutoAttack outcome shares: undefended (S, E, O), defended (M, S, P, E, O)
+
+
 def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, split_M, images: np.ndarray,
                labels: np.ndarray, epsilons, chunk_size: int, attack_list=(attacks.Attack("fgsm"),),
-               seed: int = 0, measure: Measure = Measure(),
-               gate_params=None) -> tuple[np.ndarray, np.ndarray, dict, Any]:
-  """Pad and place the inputs, compile, run: accuracy (A, E), (M, A, P, E), timings, and (with
-  `measure.predictions`, else None) the predictions: clean (N,), undefended (A, E, N), defended (M, A, P, E, N)."""
+               seed: int = 0, measure: Measure = Measure(), gate_params=None) -> Counts:
+  """Pad and place the inputs, compile, run: accuracy (A, E), (M, A, P, E), timings, (with
+  `measure.predictions`, else None) the predictions, and the suites' outcome shares (`Counts`)."""
   m = parallel.num_models(no_split_M)
   if parallel.num_models(split_M) != m:
     raise VQDefenseError(f"the No-Split and Split stacks hold {m} and {parallel.num_models(split_M)} models")
@@ -296,7 +350,9 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
   if measure.counting not in COUNTING:
     raise VQDefenseError(f"unknown counting rule {measure.counting!r}; expected one of {', '.join(COUNTING)}")
   n_model, n_batch = mesh.shape["model"], mesh.shape["batch"]
-  x, y, w, index = chunked(images, labels, balanced_chunk(len(images), chunk_size or default_chunk_size(), n_batch))
+  item_attacks = any(a.method in attacks.ITEM_METHODS for a in attack_list)
+  x, y, w, index = chunked(images, labels, balanced_chunk(len(images), chunk_size or default_chunk_size(item_attacks),
+                                                          n_batch))
   replicated, models, batch = (NamedSharding(mesh, spec) for spec in (P(), P("model"), P(None, "batch")))
   args = (cls_params, parallel.pad_models(no_split_M, n_model), parallel.pad_models(split_M, n_model), x, y, w,
           index, np.asarray(epsilons, np.float32), np.asarray(seed, np.uint32), gate_params)
@@ -309,7 +365,8 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
   _progress["bar"] = tqdm(total=len(x) * mesh.size, desc="grid", unit="chunk", dynamic_ncols=True,
                          disable=not parallel.is_lead())
   try:
-    undefended_AxE, defended_MxAxPxE, preds = jax.block_until_ready(compiled(*args))
+    undefended_AxE, defended_MxAxPxE, preds, (outcomes_SxExO, outcomes_MxSxPxExO) = jax.block_until_ready(
+        compiled(*args))
   finally:
     _progress["bar"].close()
     _progress["bar"] = None
@@ -320,7 +377,8 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
     in_order = lambda a: np.moveaxis(_gather(a), 0, -2).reshape(a.shape[1:-1] + (-1,))[..., :n]
     clean_N, undefended_AxExN, defended_MxAxPxExN = (in_order(a) for a in preds)
     preds = (clean_N, undefended_AxExN, defended_MxAxPxExN[:m])
-  return np.asarray(undefended_AxE) / n, np.asarray(defended_MxAxPxE)[:m] / n, timing, preds
+  return Counts(np.asarray(undefended_AxE) / n, np.asarray(defended_MxAxPxE)[:m] / n, timing, preds,
+                (np.asarray(outcomes_SxExO) / n, np.asarray(outcomes_MxSxPxExO)[:m] / n))
 
 
 def _gather(a: jax.Array) -> np.ndarray:
@@ -359,8 +417,8 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
            "+ undefended, one computation on %s (mesh model=%d batch=%d, model axis %s)", len(images), len(eps),
            len(sizes), len(modes), len(per_size), len(attack.attacks), jax.devices()[0].device_kind,
            mesh.shape["model"], mesh.shape["batch"], model_axis)
-  undefended, acc_MxAxPxE, timing, preds = run(per_size, no_split_M=both[1], split_M=both[vq.split_k],
-                                               measure=measure)
+  undefended, acc_MxAxPxE, timing, preds, outcomes = run(per_size, no_split_M=both[1], split_M=both[vq.split_k],
+                                                         measure=measure)
   log.info("grid: compiled in %.1f s, ran in %.1f s", timing["compile_s"], timing["run_s"])
   acc_AxTxPxSxE = _by_axes(acc_MxAxPxE, len(modes), len(sizes))
   first_clean = {p.label: acc_AxTxPxSxE[0, 0, i] for i, p in enumerate(per_size)}
@@ -369,7 +427,7 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
   timings, paired, split_k = [dict(what="grid", **timing)], None, None
   if spec.pairing == "best" and pipelines:
     pick = lambda kind: np.asarray([t * len(sizes) + sizes.index(best[kind]) for t in range(len(modes))])
-    _, acc_TxAxPxE, t, _ = run(pipelines, no_split_M=parallel.take(both[1], pick("no_split")),
+    _, acc_TxAxPxE, t, _, _ = run(pipelines, no_split_M=parallel.take(both[1], pick("no_split")),
                             split_M=parallel.take(both[vq.split_k], pick("split")))
     log.info("grid: best pair No-Split K=%d + Split K=%d: %.1f s", best["no_split"], best["split"],
              t["compile_s"] + t["run_s"])
@@ -385,36 +443,43 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
              for i, p in enumerate(per_size) if p.label in ("no_split", "split")}
     split_k, t = _split_k_grid(vq, stacks, run, known)
     timings += t
-  restorer = None
+  restorer = restorer_outcomes = None
   if network is not None:
     pur, params = network
     one = parallel.stack([params])
-    _, acc_1xAx1xE, t, _ = run((pur,), no_split_M=one, split_M=one)
+    _, acc_1xAx1xE, t, _, (_, restorer_1xSx1xExO) = run((pur,), no_split_M=one, split_M=one)
     log.info("grid: %s: %.1f s", pur.label, t["compile_s"] + t["run_s"])
-    restorer = Restorer(acc_1xAx1xE[0, :, 0])
+    restorer, restorer_outcomes = Restorer(acc_1xAx1xE[0, :, 0]), restorer_1xSx1xExO[0, :, 0]
     timings.append(dict(what=pur.label, **t))
+  suite = None
+  if any(a.suite for a in attack.attacks):
+    undefended_SxExO, defended_MxSxPxExO = outcomes
+    suite = Suite(tuple(a.name for a in attack.attacks if a.suite), attacks.OUTCOMES, undefended_SxExO,
+                  _by_axes(defended_MxSxPxExO, len(modes), len(sizes)), restorer_outcomes)
   return GridResult(attack=attack_names(attack.attacks), training=tuple(modes),
                     purifier=tuple(p.label for p in per_size), codebook_size=tuple(sizes), epsilon=tuple(eps),
                     accuracy=acc_AxTxPxSxE, undefended=undefended,
                     threat_model=threat_models(attack.attacks), pairing=spec.pairing,
                     best_eps_max=spec.best_eps_max, best_size=best, timing=tuple(timings), paired=paired,
                     split_k=split_k, counting=measure.counting, predictions=_predictions(preds, labels, len(modes)),
-                    convergence=convergence, restorer=restorer)
+                    convergence=convergence, restorer=restorer, suite=suite, chance_epsilons=attack.chance_epsilons)
 
 
 def _by_axes(acc_MxAxPxE: np.ndarray, num_modes: int, num_sizes: int) -> np.ndarray:
-  """run_counts' (M = mode × size, A, P, E) on the axes of GridResult: (A, T, P, S, E)."""
-  return acc_MxAxPxE.reshape(num_modes, num_sizes, *acc_MxAxPxE.shape[1:]).transpose(2, 0, 3, 1, 4)
+  """run_counts' (M = mode × size, A, P, E, ...) on the axes of GridResult: (A, T, P, S, E, ...)."""
+  acc = acc_MxAxPxE.reshape(num_modes, num_sizes, *acc_MxAxPxE.shape[1:])
+  return acc.transpose((2, 0, 3, 1) + tuple(range(4, acc.ndim)))
 
 
 def _convergence(attack: AttackSpec, purifiers, run, both, split_k: int, num_modes: int,
                  num_sizes: int) -> tuple[Convergence, list[dict]]:
-  """The iterative attacks at every attack.convergence_steps, one compiled call per step count."""
-  iterative = tuple(a for a in attack.attacks if a.iterative)
+  """The iterative gradient attacks (not Square, not a suite) at every attack.convergence_steps, one compiled call
+  per step count."""
+  iterative = tuple(a for a in attack.attacks if a.iterative and a.uses_gradient and not a.suite)
   acc, und, timing = [], [], []
   for k in attack.convergence_steps:
     at_k = tuple(dataclasses.replace(a, steps=k) for a in iterative)
-    u, a, t, _ = run(purifiers, no_split_M=both[1], split_M=both[split_k], attack_list=at_k)
+    u, a, t, _, _ = run(purifiers, no_split_M=both[1], split_M=both[split_k], attack_list=at_k)
     log.info("grid: iterative attacks at %d steps: %.1f s", k, t["compile_s"] + t["run_s"])
     acc.append(_by_axes(a, num_modes, num_sizes))
     und.append(u)
@@ -454,7 +519,7 @@ def _split_k_grid(vq: VQSpec, stacks, run, known: dict[VQKind, np.ndarray]) -> t
     if kind in known:
       rows.append(known[kind])
       continue
-    _, acc_MxAx1xE, t, _ = run(make_purifiers(vq, ("split",), k), no_split_M=stacks[kind], split_M=stacks[kind])
+    _, acc_MxAx1xE, t, _, _ = run(make_purifiers(vq, ("split",), k), no_split_M=stacks[kind], split_M=stacks[kind])
     log.info("grid: Split purifier with %dx%d tiles (%s): %.1f s", k, k, kind.name, t["compile_s"] + t["run_s"])
     rows.append(acc_MxAx1xE[:, :, 0].transpose(1, 0, 2))
     timing.append(dict(what=f"split k={k}", **t))

@@ -7,6 +7,8 @@ for the first attack's slices. With more than one slice, `table_attacks` and `fi
 curves side by side; with `split_k` results, `table_split_k` and `fig_split_k` show the Split purifier per tile
 count k. With the restorer (restore/purifier.py) in the grid, `table_restorer` holds its row per attack, and
 its curve joins the clean-trained slices' figures and tables (one model: no codebook size, no training mode).
+With AutoAttack in the grid, `table_autoattack` says what each member did to each defence; whenever an attack
+sees the purifier, `table_masking` holds the gradient-masking checks (purify/masking.py).
 """
 
 import os
@@ -16,6 +18,7 @@ import numpy as np
 from vqdefense_jax.core import attacks as attacks_lib
 from vqdefense_jax.core import files
 from vqdefense_jax.core import report as draw
+from vqdefense_jax.purify import masking
 from vqdefense_jax.purify.grid import WORST, best_index
 from vqdefense_jax.purify.purifiers import GATED_PREFIX
 from vqdefense_jax.purify.results import GridResult
@@ -111,6 +114,11 @@ def _render(r: GridResult, target) -> None:
     _render_restorer(r, target)
   if r.convergence is not None:
     _render_convergence(r, target)
+  if r.suite is not None:
+    _render_suite(r, target)
+  found = masking.checks(r)
+  if found:
+    _render_masking(r, found, target)
   if r.figure is not None:
     f = r.figure
     draw.image_grid(f.images, list(f.rows), [f"ε={e:g}" for e in f.epsilons],
@@ -171,6 +179,63 @@ def _render_convergence(r: GridResult, target) -> None:
     ax.set_title(f"{atk} ({_box(atk)})", fontsize=9)
   draw.finish(fig, axes, f"accuracy at ε = {eps[-1]:g} against attack steps ({n} test images)",
               target("fig_convergence.png"), xlabel="attack steps", ylabel="test accuracy")
+
+
+MEMBER = {"apgd_ce": "APGD-CE", "apgd_t": "APGD-T", "fab_t": "FAB-T", "square": "Square"}
+
+
+def suite_rows(r: GridResult) -> list[tuple[list, np.ndarray]]:
+  """(labels, outcome shares (E, O)) per suite attack and defence: the undefended classifier, every purifier of
+  the clean-trained slice at its curve's codebook size, the restorer."""
+  u, sizes = r.suite, list(r.codebook_size)
+  size_of = {key[0]: key[1] for key, _ in _curves(r, r.attack.index(u.attack[0]), 0) if key[0] != "none"}
+  out = []
+  for s, atk in enumerate(u.attack):
+    out.append(([atk, "none", "-"], u.undefended[s]))
+    for p, name in enumerate(r.purifier):
+      m = sizes.index(size_of[name]) if size_of.get(name) in sizes else 0
+      out.append(([atk, name, sizes[m]], u.defended[s, 0, p, m]))
+    if u.restorer is not None:
+      out.append(([atk, "restorer", "-"], u.restorer[s]))
+  return out
+
+
+def most_damage(u, shares_O: np.ndarray) -> str:
+  """The member that fooled the most images first ('none' when no member fooled any)."""
+  members = [o for o in u.outcome if o in MEMBER]
+  counts = [shares_O[u.outcome.index(o)] for o in members]
+  return MEMBER[members[int(np.argmax(counts))]] if max(counts) > 0 else "none"
+
+
+def _render_suite(r: GridResult, target) -> None:
+  """`table_autoattack`: per suite attack, defence and ε, the robust share and the share each member fooled
+  first (the members run in order, each on what the earlier ones left), and the member that did the most."""
+  u, eps = r.suite, r.epsilon
+  labels, values = [], []
+  for lab, shares_ExO in suite_rows(r):
+    for e, shares_O in enumerate(shares_ExO):
+      labels.append(lab + [f"{eps[e]:g}", most_damage(u, shares_O)])
+      values.append(shares_O)
+  settings = "\n".join(f"- {r.threat_model[a]}" for a in u.attack)
+  draw.table(target, "table_autoattack", "AutoAttack (Croce & Hein 2020, standard L∞ suite): what each member did",
+             f"{r.num_test_images} test images; {EPS_NOTE}. Shares of all test images: `robust` survived every "
+             "member (the robust accuracy, counted the 'final' way), `clean` was wrong before any attack, each "
+             "member's column is the share it fooled first. Clean-trained VQ-VAEs at the codebook size of their "
+             f"curve. Settings:\n\n{settings}", ["attack", "purifier", "codebook_size", "epsilon", "most_damage"],
+             labels, values, list(u.outcome))
+
+
+def _render_masking(r: GridResult, found, target) -> None:
+  """`table_masking.md`: every gradient-masking check, its verdict and the evidence."""
+  lines = ["# Gradient-masking checks (Carlini et al. 2019)", "", "A number is suspect when", ""]
+  lines += [f"- **{name}**: {text}" for name, text in masking.EXPLAIN.items()]
+  lines += ["",
+           f"{len(masking.suspects(found))} of {len(found)} checks flag a suspect number.", "",
+           "| training | purifier | codebook size | check | verdict | evidence |", "|---|---|---|---|---|---|"]
+  lines += [f"| {c.training} | {c.purifier} | {c.codebook_size} | {c.check} | {c.verdict} | {c.evidence} |"
+            for c in found]
+  with open(target("table_masking.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
 
 
 def _render_restorer(r: GridResult, target) -> None:
@@ -323,6 +388,18 @@ def format_grid(r: GridResult) -> str:
   for i, j, atk, mode in others:
     lines += ["", f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)}", head("")]
     lines += [row(_name(key), acc_E) for key, acc_E in _curves(r, i, j)]
+  if r.suite is not None:
+    lines += ["", "AutoAttack: the member that fooled the most images first, by ε"]
+    for lab, shares_ExO in suite_rows(r):
+      lines.append(f"{lab[0]} {lab[1]}".ljust(22) + "".join(f"{most_damage(r.suite, shares_ExO[j])[:7]:>7}"
+                                                            for j in cols))
+  found = masking.checks(r)
+  if found:
+    bad = masking.suspects(found)
+    lines += ["", f"gradient-masking checks (table_masking.md): {len(bad)} of {len(found)} flag a suspect number"]
+    lines += [f"  SUSPECT {c.purifier} {c.codebook_size} {c.training}: {c.check}: {c.evidence}" for c in bad[:12]]
+    if len(bad) > 12:
+      lines.append(f"  ... and {len(bad) - 12} more")
   if r.split_k is not None:
     lines += ["", "Split purifier with k×k tiles (clean-trained VQ-VAEs; k = 1: the whole image), accuracy by ε",
               head("attack k K")]

@@ -5,6 +5,9 @@
   paired.accuracy[attack, training, pipeline, epsilon]            pipelines at the best pair (pairing 'best')
   split_k.accuracy[attack, k, codebook_size, epsilon]             the Split purifier with k×k tiles
   restorer.accuracy[attack, epsilon]                              the restorer as a purifier (restore/purifier.py)
+  suite.defended[suite attack, training, purifier, codebook_size, epsilon, outcome]
+                                                                  AutoAttack: the share of images each member
+                                                                  fooled first, the robust share, wrong clean
   figure[epsilon, row, example, H, W, 1]                          clean, adversarial, each purifier's output
   predictions (eval.save_predictions): every test image's predicted class, from which either counting rule
   (`counting`: 'final' or the authors' 'clean_and_final') can be recomputed
@@ -55,6 +58,18 @@ class Restorer:
   """The restorer (restore/purifier.py: a generator trained on (FGSM, clean) pairs) as one more purifier: one
   model, so no codebook size and no training mode."""
   accuracy: np.ndarray                  # (A, E)
+
+
+@dataclasses.dataclass(frozen=True)
+class Suite:
+  """What AutoAttack's suite did to each test image, as shares of all test images: `outcome` is
+  attacks.OUTCOMES (robust, wrong before any attack, then each member in the suite's order: the member that
+  fooled the image first)."""
+  attack: tuple[str, ...]               # the grid's suite attacks (autoattack, bpda_autoattack)
+  outcome: tuple[str, ...]
+  undefended: np.ndarray                # (S, E, O)
+  defended: np.ndarray                  # (S, T, P, M, E, O)
+  restorer: np.ndarray | None = None    # (S, E, O)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +125,8 @@ class GridResult:
   predictions: Predictions | None = None
   convergence: Convergence | None = None
   restorer: Restorer | None = None
+  suite: Suite | None = None
+  chance_epsilons: tuple[float, ...] = ()   # ε added to check that accuracy falls to chance (gradient masking)
   run: dict[str, Any] = dataclasses.field(default_factory=dict)      # device, mesh, wall time, jax version
   config: dict[str, Any] = dataclasses.field(default_factory=dict)   # the resolved config
 
@@ -121,6 +138,14 @@ class GridResult:
     if self.restorer is not None and np.shape(self.restorer.accuracy) != (shape[0], shape[-1]):
       raise VQDefenseError(f"the restorer's accuracy {np.shape(self.restorer.accuracy)} does not match the attack "
                            f"and ε axes {(shape[0], shape[-1])}")
+    u = self.suite
+    if u is not None:
+      s, o = len(u.attack), len(u.outcome)
+      if (not set(u.attack) <= set(self.attack) or np.shape(u.undefended) != (s, shape[-1], o)
+          or np.shape(u.defended) != (s,) + shape[1:] + (o,)
+          or (u.restorer is not None and np.shape(u.restorer) != (s, shape[-1], o))):
+        raise VQDefenseError(f"the suite outcomes {np.shape(u.defended)} do not match the axes {shape} and "
+                             f"{s} suite attacks × {o} outcomes")
     p = self.predictions
     if p is not None:
       n = np.shape(p.labels)[0]
@@ -151,6 +176,13 @@ class GridResult:
       out["convergence"] = dict(steps=list(self.convergence.steps), attack=list(self.convergence.attack))
     if self.restorer is not None:
       out["restorer"] = dict(accuracy=np.asarray(self.restorer.accuracy).tolist())
+    if self.suite is not None:
+      u = self.suite
+      out["suite"] = dict(attack=list(u.attack), outcome=list(u.outcome), undefended=u.undefended.tolist(),
+                          defended=u.defended.tolist(),
+                          restorer=None if u.restorer is None else np.asarray(u.restorer).tolist())
+    if self.chance_epsilons:
+      out["chance_epsilons"] = list(self.chance_epsilons)
     if self.figure is not None:
       f = self.figure
       out["figure"] = dict(rows=list(f.rows), epsilons=list(f.epsilons), no_split_size=f.no_split_size,
@@ -171,6 +203,11 @@ class GridResult:
       a["split_k_accuracy"] = np.asarray(self.split_k.accuracy, np.float64)
     if self.restorer is not None:
       a["restorer_accuracy"] = np.asarray(self.restorer.accuracy, np.float64)
+    if self.suite is not None:
+      a["suite_undefended"] = np.asarray(self.suite.undefended, np.float64)
+      a["suite_defended"] = np.asarray(self.suite.defended, np.float64)
+      if self.suite.restorer is not None:
+        a["suite_restorer"] = np.asarray(self.suite.restorer, np.float64)
     if self.figure is not None:
       a["figure"] = np.asarray(self.figure.images, np.float32)
     if self.convergence is not None:
@@ -200,12 +237,17 @@ class GridResult:
       figure = Figure(tuple(f["rows"]), tuple(float(e) for e in f["epsilons"]), int(f["no_split_size"]),
                       int(f["split_size"]), arrays["figure"])
     restorer = Restorer(arrays["restorer_accuracy"]) if "restorer" in doc else None
+    suite = None
+    if "suite" in doc:
+      u = doc["suite"]
+      suite = Suite(tuple(u["attack"]), tuple(u["outcome"]), arrays["suite_undefended"], arrays["suite_defended"],
+                    arrays.get("suite_restorer"))
     predictions = None
     if doc.get("predictions"):
       predictions = Predictions(**{f.name: arrays[f"predictions_{f.name}"] for f in dataclasses.fields(Predictions)})
     known = {"axes", "accuracy", "undefended", "threat_model", "pairing", "best_eps_max", "best_size", "timing",
              "paired", "split_k", "figure", "num_test_images", "classifier_clean_accuracy", "config", "counting",
-             "predictions", "convergence", "restorer"}
+             "predictions", "convergence", "restorer", "suite", "chance_epsilons"}
     return cls(attack=tuple(axes["attack"]), training=tuple(axes["training"]), purifier=tuple(axes["purifier"]),
                codebook_size=tuple(int(s) for s in axes["codebook_size"]),
                epsilon=tuple(float(e) for e in axes["epsilon"]), accuracy=arrays["accuracy"],
@@ -215,7 +257,8 @@ class GridResult:
                num_test_images=int(doc["num_test_images"]),
                classifier_clean_accuracy=float(doc["classifier_clean_accuracy"]),
                counting=doc.get("counting", "final"),  # grids saved before the option existed counted 'final'
-               predictions=predictions, convergence=convergence, restorer=restorer,
+               predictions=predictions, convergence=convergence, restorer=restorer, suite=suite,
+               chance_epsilons=tuple(float(e) for e in doc.get("chance_epsilons", ())),
                run={k: v for k, v in doc.items() if k not in known}, config=doc.get("config", {}))
 
   def save(self, workdir: str) -> None:
