@@ -70,3 +70,34 @@ def test_input_gradients_inside_a_scan_are_canonical_convolutions():
 def test_unsupported_transpose_settings_are_one_clear_error():
   with pytest.raises(ValueError, match="flax.linen.ConvTranspose"):
     layers.ConvTranspose(4, (2, 2), transpose_kernel=True).init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))
+
+
+@pytest.mark.parametrize("stride,padding,shape", [(1, ((1, 1), (1, 1)), (2, 7, 7, 3)),
+                                                  (2, ((1, 1), (1, 1)), (2, 6, 6, 3)),
+                                                  ((3, 2), ((0, 2), (1, 0)), (2, 8, 7, 3)),
+                                                  (2, "SAME", (2, 9, 8, 3)),
+                                                  (1, "VALID", (2, 5, 5, 3))])
+def test_col2im_input_gradient_is_the_transposed_convolutions(stride, padding, shape):
+  """The matmul + shifted-adds input gradient equals lax's, for strides, asymmetric and string paddings."""
+  op = layers._Op(False, stride if isinstance(stride, tuple) else (stride, stride), padding, None, None,
+                  layers.NHWC, None)
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), (3, 3, shape[-1], 4))
+  y, vjp = jax.vjp(lambda x_: op(x_, w), x)
+  g = jax.random.normal(jax.random.key(2), y.shape)
+  assert layers._col2im_applies(op, x)
+  np.testing.assert_allclose(layers.col2im_input_gradient(op, x.shape, w, g), vjp(g)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_max_pool_2x2_has_flax_values_and_gradient_with_ties_and_odd_sizes():
+  """Same values as nn.max_pool, and the gradient goes to the first maximum of each window, like Flax's: MNIST's
+  flat background makes ties the common case, and another rule changes FGSM's signs."""
+  x = jnp.round(jax.random.uniform(jax.random.key(0), (3, 9, 7, 4)) * 2) / 2   # 3 values: many tied windows
+  x = x.at[0, :4, :4].set(0.0)                                                   # all-equal windows
+  ref = lambda v: nn.max_pool(v, (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(layers.max_pool_2x2(x), ref(x))
+  g = jax.random.normal(jax.random.key(1), ref(x).shape)
+  got = jax.vjp(layers.max_pool_2x2, x)[1](g)[0]
+  want = jax.vjp(ref, x)[1](g)[0]
+  assert int(jnp.sum(got != 0)) == g.size                                        # one position per window
+  np.testing.assert_array_equal(got, want)

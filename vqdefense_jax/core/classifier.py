@@ -32,7 +32,7 @@ class Classifier(nn.Module):
     x = (x_BxHxWx1 - self.mean) / self.std
     x = nn.relu(layers.Conv(32, (3, 3), padding="VALID")(x))
     x = nn.relu(layers.Conv(64, (3, 3), padding="VALID")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = layers.max_pool_2x2(x)
     x = nn.Dropout(0.25, deterministic=not train)(x)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(128)(x))

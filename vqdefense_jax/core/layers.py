@@ -76,9 +76,45 @@ def _conv_fwd(op: _Op, x: jax.Array, w: jax.Array):
   return op(x, w), (x, w)
 
 
+NHWC = lax.ConvDimensionNumbers((0, 3, 1, 2), (3, 2, 0, 1), (0, 3, 1, 2))  # NHWC inputs, HWIO kernels
+
+
+def _col2im_applies(op: _Op, x: jax.Array) -> bool:
+  plain = lambda d: d is None or all(v == 1 for v in d)
+  pads = op.padding if not isinstance(op.padding, str) else ((0, 0),)
+  return (not op.transpose and x.ndim == 4 and op.dimension_numbers == NHWC and plain(op.lhs_dilation)
+          and plain(op.rhs_dilation) and all(lo >= 0 and hi >= 0 for lo, hi in pads))
+
+
+def col2im_input_gradient(op: _Op, x_shape: tuple[int, ...], w_HxWxIxO: jax.Array, g: jax.Array) -> jax.Array:
+  """∇ₓ of a plain 2-D convolution (NHWC, HWIO, no dilation) for the cotangent g: one matrix product of g with
+  the kernel, giving each output position's contribution to every input pixel under the kernel, then kh·kw
+  shifted (strided) adds of those contributions. On XLA:CPU this ran 2 to 4 times faster inside loops than the
+  transposed convolution (benchmarks/README.md); the values are the same sums in another order."""
+  kh, kw, ci, co = w_HxWxIxO.shape
+  b, ho, wo, _ = g.shape
+  (sh, sw), (h, w) = op.strides, x_shape[1:3]
+  pads = op.padding if not isinstance(op.padding, str) else lax.padtype_to_pads((h, w), (kh, kw), op.strides,
+                                                                                  op.padding)
+  (top, bottom), (left, right) = pads
+  hp, wp = h + top + bottom, w + left + right
+  cols = jnp.matmul(g.reshape(-1, co), w_HxWxIxO.reshape(-1, co).T, precision=op.precision)
+  cols = cols.reshape(b, ho, wo, kh, kw, ci)
+  zero = jnp.zeros((), g.dtype)
+  dx = jnp.zeros((b, hp, wp, ci), g.dtype)
+  for i in range(kh):
+    for j in range(kw):
+      dx = dx + lax.pad(cols[:, :, :, i, j], zero, ((0, 0, 0), (i, hp - i - (sh * (ho - 1) + 1), sh - 1),
+                                                   (j, wp - j - (sw * (wo - 1) + 1), sw - 1), (0, 0, 0)))
+  return dx[:, top:top + h, left:left + w]
+
+
 def _conv_bwd(op: _Op, residuals, g: jax.Array):
   x, w = residuals
-  dx = jax.vjp(lambda x_: op.for_input_gradient(x_, w), x)[1](g)[0]
+  if _col2im_applies(op, x):
+    dx = col2im_input_gradient(op, x.shape, w, g)
+  else:
+    dx = jax.vjp(lambda x_: op.for_input_gradient(x_, w), x)[1](g)[0]
   dw = jax.vjp(lambda w_: op(x, w_), w)[1](g)[0]   # unused results (an attack's dw) are removed by XLA
   return dx, dw
 
@@ -139,3 +175,46 @@ class ConvTranspose(nn.ConvTranspose):
     y = conv_transpose(inputs, kernel, strides, padding, rhs_dilation=self.kernel_dilation,
                        dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=self.precision)
     return y if bias is None else y + bias.reshape((1,) * (y.ndim - 1) + bias.shape)
+
+
+def _quarters(x_BxHxWxC: jax.Array) -> tuple[jax.Array, ...]:
+  """Each 2×2 window's four values, row-major ((0, 0), (0, 1), (1, 0), (1, 1)), as four (B, H/2, W/2, C) arrays
+  (an odd last row or column dropped)."""
+  b, h, w, c = x_BxHxWxC.shape
+  x = x_BxHxWxC[:, :h - h % 2, :w - w % 2].reshape(b, h // 2, 2, w // 2, 2, c)
+  return x[:, :, 0, :, 0], x[:, :, 0, :, 1], x[:, :, 1, :, 0], x[:, :, 1, :, 1]
+
+
+@jax.custom_vjp
+def max_pool_2x2(x_BxHxWxC: jax.Array) -> jax.Array:
+  """2×2 max pooling with stride 2 ('VALID': an odd last row or column is dropped): Flax's `nn.max_pool` with the
+  same values and the same gradient, which goes to the first maximum of each window in row-major order (MNIST's
+  flat background makes tied maxima common, so which one gets it changes FGSM's signs).
+
+  The forward pass is Flax's (`reduce_window`); the gradient is written with reshapes and masks, because
+  XLA:CPU runs `reduce_window`'s own (a select-and-scatter) several times slower, and it was the largest part
+  of the classifier's backward pass in every white-box attack step (benchmarks/README.md).
+  """
+  return nn.max_pool(x_BxHxWxC, (2, 2), strides=(2, 2))
+
+
+def _max_pool_fwd(x):
+  return max_pool_2x2(x), x
+
+
+def _max_pool_bwd(x, g):
+  a, b, c, d = _quarters(x)
+  m = jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+  at_a, at_b, at_c = a == m, b == m, c == m
+  zero = jnp.zeros_like(g)
+  ga = jnp.where(at_a, g, zero)
+  gb = jnp.where(at_b & ~at_a, g, zero)
+  gc = jnp.where(at_c & ~at_a & ~at_b, g, zero)
+  gd = jnp.where(~at_a & ~at_b & ~at_c, g, zero)            # d is the maximum when none before it is
+  n, h, w, ch = x.shape
+  dx = jnp.stack([jnp.stack([ga, gb], axis=3), jnp.stack([gc, gd], axis=3)], axis=2).reshape(
+      n, 2 * (h // 2), 2 * (w // 2), ch)
+  return (jnp.pad(dx, ((0, 0), (0, h % 2), (0, w % 2), (0, 0))),)
+
+
+max_pool_2x2.defvjp(_max_pool_fwd, _max_pool_bwd)
