@@ -261,3 +261,32 @@ def test_the_convergence_check_reruns_the_iterative_attacks_at_each_step_count(t
   np.testing.assert_allclose(c.accuracy[1, 0], res.accuracy[1], atol=1e-12)   # 2 steps: the main grid's pgd row
   np.testing.assert_allclose(c.undefended[1, 0], res.undefended[1], atol=1e-12)
   assert [d["what"] for d in res.timing] == ["grid", "convergence steps=1", "convergence steps=2"]
+
+
+@pytest.mark.slow
+def test_autoattack_end_to_end_with_the_chance_eps_the_suite_record_and_the_tables(trained, tmp_path):
+  """The suite from the attack config through the grid to its files: ε = 0.5 is added as the chance check, the
+  suite's outcome shares are a partition of the images whose 'robust' share is the autoattack row, and
+  table_autoattack.md and table_masking.md are written."""
+  from vqdefense_jax.core import config as config_lib
+  from vqdefense_jax.purify import report
+  t = trained
+  section = config_lib.attack_section()
+  section.names = ("ste_apgd", "autoattack")
+  section.epsilons = (0.0, 0.1)
+  section.pgd_steps, section.suite_steps, section.queries, section.targets = 2, 2, 20, 2
+  spec = attacks.AttackSpec.from_config(section)
+  assert spec.epsilons == (0.0, 0.1, 0.5) and spec.chance_epsilons == (0.5,)
+  res = grid.run_grid(t.exp.vq, spec, ("none", "no_split", "split"), t.exp.grid, "map", t.exp.seed, t.cls,
+                      t.stacks, t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
+  assert res.attack == ("ste_apgd", "autoattack", "worst_case") and res.chance_epsilons == (0.5,)
+  u = res.suite
+  assert u.attack == ("autoattack",) and u.outcome == attacks.OUTCOMES
+  np.testing.assert_allclose(u.defended.sum(-1), 1.0, atol=1e-9)                  # every image has one outcome
+  np.testing.assert_allclose(u.undefended.sum(-1), 1.0, atol=1e-9)
+  np.testing.assert_allclose(u.defended[0, ..., 0], res.accuracy[1], atol=1e-9)
+  np.testing.assert_allclose(u.undefended[0, :, 0], res.undefended[1], atol=1e-9)
+  assert np.all(res.accuracy[2] <= res.accuracy[1] + 1e-12)                        # worst case ≤ the suite
+  report.render(res, str(tmp_path))
+  assert "APGD-CE" in (tmp_path / "table_autoattack.md").read_text()
+  assert "chance" in (tmp_path / "table_masking.md").read_text()
