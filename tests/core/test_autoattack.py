@@ -239,3 +239,20 @@ def test_run_gives_each_item_attack_and_the_suite_outcomes_on_the_eps_vector():
   for name in ("apgdt", "fabt", "square"):
     with pytest.raises(VQDefenseError, match="PRNG key"):
       attacks.run(attacks.Attack(name), f, x, y, eps)
+
+
+@pytest.mark.parametrize("name", ["square", "autoattack"])
+def test_images_left_out_of_attack_b_come_back_unchanged_and_the_rest_as_if_alone(name):
+  """The grid leaves a chunk's padding out (attack_B): it costs nothing, and the real images' results do not
+  depend on it (each item is keyed by its own image index)."""
+  f, _, x, y = _linear(n=6)
+  eps = jnp.array([0.05, 0.3])
+  atk = attacks.Attack(name, steps=3, targets=2, queries=30)
+  run = lambda x, y, idx, mask: attacks.run(atk, f, x, y, eps, key=jax.random.key(0), index_B=idx, attack_B=mask)
+  mask = jnp.array([True, False, True, True, False, True])
+  x_adv = run(x, y, jnp.arange(6), mask)
+  np.testing.assert_array_equal(x_adv[:, ~np.asarray(mask)], jnp.broadcast_to(x[~mask], x_adv[:, ~mask].shape))
+  keep = np.flatnonzero(np.asarray(mask))
+  alone = run(x[keep], y[keep], jnp.asarray(keep), None)
+  np.testing.assert_allclose(x_adv[:, keep], alone, atol=1e-6)
+  assert bool(jnp.any(x_adv[1, keep] != x[keep]))                 # ε = 0.3: the real images were attacked

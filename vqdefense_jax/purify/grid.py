@@ -150,16 +150,17 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
     def chunk(carry, batch):
       x_BxHxWx1, y_B, w_B, index_B = batch
       flat = lambda x_ExB: x_ExB.reshape((-1,) + x_BxHxWx1.shape[1:])
+      real_B = w_B                   # 1 for a test image, 0 for padding (outcomes count every test image)
       attack = lambda atk, purify=None, k=key: flat(attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=k,
-                                                                index_B=index_B, batch=item_batch))
+                                                                index_B=index_B, batch=item_batch,
+                                                                attack_B=real_B > 0))
 
       def suite(atk, purify=None):   # AutoAttack: (E·B, ...) images and the outcome counts (E, O) of each ε
         x_adv, by_ExB = attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=key, index_B=index_B,
-                                    batch=item_batch, outcomes=True)
+                                    batch=item_batch, outcomes=True, attack_B=real_B > 0)
         return flat(x_adv), jax.vmap(attacks.outcome_counts, (0, None))(by_ExB, real_B)
 
       y_EB = jnp.tile(y_B, e)
-      real_B = w_B                   # 1 for a test image, 0 for padding (outcomes count every test image)
       clean_B = jnp.argmax(f(x_BxHxWx1), -1)
       if measure.counting == "clean_and_final":  # an image the classifier gets wrong clean never counts
         w_B = w_B * (clean_B == y_B)

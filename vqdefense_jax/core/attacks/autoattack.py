@@ -27,15 +27,18 @@ OUTCOMES = ("robust", "clean") + SUITE
 
 def autoattack(logits_fn: LogitsFn, forward: LogitsFn, x0_N: jnp.ndarray, y_N: jnp.ndarray, eps_N: jnp.ndarray,
                key_N: jax.Array, *, steps: int = 100, targets: int = 9, queries: int = 5000, p_init: float = 0.8,
-               batch: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
+               batch: int = 0, attack_N: jnp.ndarray | None = None) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(x_adv_N, by_N): each item's adversarial point (x0 where it stayed robust or was wrong clean) and its
-  outcome, an index into OUTCOMES (int8). `batch`: items per compacted batch (0: all at once)."""
+  outcome, an index into OUTCOMES (int8). `batch`: items per compacted batch (0: all at once). `attack_N`: the
+  items to attack (default: all); the others (a grid chunk's padding) cost nothing and come back as x0, with
+  the outcome 'robust' where they are right."""
   n = x0_N.shape[0]
   batch = batch or n
   clean_logits = forward(x0_N)
   wrong = lambda v: jnp.argmax(forward(v), -1) != y_N
-  active = jnp.argmax(clean_logits, -1) == y_N
-  by = jnp.where(active, 0, OUTCOMES.index("clean")).astype(jnp.int8)
+  right = jnp.argmax(clean_logits, -1) == y_N
+  active = right if attack_N is None else right & attack_N
+  by = jnp.where(right, 0, OUTCOMES.index("clean")).astype(jnp.int8)
   x_adv = x0_N
   member_key = lambda i: jax.vmap(jax.random.fold_in, (0, None))(key_N, i)
 

@@ -27,14 +27,16 @@ def target_fn(attack: Attack, logits_fn: LogitsFn, purify: ImagesFn | None) -> L
 
 def run(attack: Attack, logits_fn: LogitsFn, x_BxHxWxC: jnp.ndarray, y_B: jnp.ndarray, eps_E: jnp.ndarray, *,
         purify: ImagesFn | None = None, key: jax.Array | None = None, index_B: jnp.ndarray | None = None,
-        batch: int = 0, outcomes: bool = False):
+        batch: int = 0, outcomes: bool = False, attack_B: jnp.ndarray | None = None):
   """x_adv (E, B, H, W, C) of `attack` against logits_fn (white-box and black-box ones: against
   logits_fn ∘ purify); one start (the grid runs `attack.restarts`, each with its own key).
 
   The item attacks (apgdt, fabt, square, autoattack) run on the E·B (image, ε) items the defended model
   classifies right, `attack.batch` items at a time (0: `batch`; 0: all), each keyed by (key, image index, ε
   position). With
-  `outcomes`, an autoattack also returns each item's outcome (E, B) (autoattack.OUTCOMES).
+  `outcomes`, an autoattack also returns each item's outcome (E, B) (autoattack.OUTCOMES). `attack_B` (bool)
+  limits the item attacks to those images (a grid chunk's padding is not attacked: the others come back
+  unchanged); the batch-parallel attacks attack every image.
   """
   f = target_fn(attack, logits_fn, purify)
   x = x_BxHxWxC
@@ -52,13 +54,15 @@ def run(attack: Attack, logits_fn: LogitsFn, x_BxHxWxC: jnp.ndarray, y_B: jnp.nd
   x_N, y_N, eps_N, index_N, eps_pos_N = items.flatten(x, y_B, jnp.asarray(eps_E), index_B)
   key_N = items.item_keys(key, index_N, eps_pos_N)
   batch = attack.batch or batch or x_N.shape[0]
+  attack_N = None if attack_B is None else jnp.tile(jnp.asarray(attack_B, bool), eps_N.shape[0] // x.shape[0])
   by = None
   if attack.suite:
     x_adv, by = autoattack(f, forward, x_N, y_N, eps_N, key_N, steps=attack.steps, targets=attack.targets,
-                           queries=attack.queries, p_init=attack.p_init, batch=batch)
+                           queries=attack.queries, p_init=attack.p_init, batch=batch, attack_N=attack_N)
   else:
     clean_logits = forward(x_N)
     right = jnp.argmax(clean_logits, -1) == y_N
+    right = right if attack_N is None else right & attack_N
     if attack.method == "square":
       x_adv = square_items(forward, x_N, y_N, eps_N, key_N, right, queries=attack.queries, p_init=attack.p_init,
                            batch=batch)[0]
