@@ -99,7 +99,10 @@ def test_the_autoattack_table_names_the_member_that_did_most(tmp_path):
   assert by_eps == {"0": "none", "0.1": "Square", "0.5": "APGD-CE"}
   masking_md = (tmp_path / "table_masking.md").read_text()
   assert "| clean | split | 128 | gradient_free | SUSPECT |" in masking_md
-  assert "gradient-masking checks" in report.format_grid(r) and "SUSPECT split 128" in report.format_grid(r)
+  printed = report.format_grid(r)
+  assert "gradient-masking checks" in printed and "SUSPECT split 128" in printed
+  assert [line.split()[2:] for line in printed.splitlines() if line.startswith("autoattack split")] == [
+      ["none", "Square", "APGD-CE"]]
 
 
 def test_suite_and_chance_eps_round_trip_through_the_files(tmp_path):

@@ -389,9 +389,10 @@ def format_grid(r: GridResult) -> str:
     lines += ["", f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)}", head("")]
     lines += [row(_name(key), acc_E) for key, acc_E in _curves(r, i, j)]
   if r.suite is not None:
-    lines += ["", "AutoAttack: the member that fooled the most images first, by ε"]
+    lines += ["", "AutoAttack: the member that fooled the most images first, by ε",
+              "".ljust(22) + "".join(f"{r.epsilon[j]:>9.2f}" for j in cols)]
     for lab, shares_ExO in suite_rows(r):
-      lines.append(f"{lab[0]} {lab[1]}".ljust(22) + "".join(f"{most_damage(r.suite, shares_ExO[j])[:7]:>7}"
+      lines.append(f"{lab[0]} {lab[1]}".ljust(22) + "".join(f"{most_damage(r.suite, shares_ExO[j]):>9}"
                                                             for j in cols))
   found = masking.checks(r)
   if found:
