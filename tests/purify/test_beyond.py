@@ -61,9 +61,11 @@ def test_adversarial_training_pairs_differ_from_the_clean_images_by_at_most_eps(
 
 def test_grid_axes_and_shapes(results):
   assert results.attack == ATTACKS + ("worst_case",) and results.training == ("clean", "adversarial")
-  chex.assert_shape(results.accuracy, (5, 2, 4, 2, 3))
-  chex.assert_shape(results.undefended, (5, 3))
-  chex.assert_shape(results.split_k.accuracy, (5, 3, 2, 3))
+  # White-box attacks see the purifier: ε = 0.5 joins the config's three as the chance check.
+  assert results.epsilon == (0.0, 0.1, 0.3, 0.5) and results.chance_epsilons == (0.5,)
+  chex.assert_shape(results.accuracy, (5, 2, 4, 2, 4))
+  chex.assert_shape(results.undefended, (5, 4))
+  chex.assert_shape(results.split_k.accuracy, (5, 3, 2, 4))
   assert results.threat_model["fgsm"].startswith("grey-box")
   assert results.threat_model["ste_pgd"].startswith("white-box")
   assert results.threat_model["worst_case"].startswith("per image, the worst case over fgsm, pgd")

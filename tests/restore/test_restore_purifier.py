@@ -112,7 +112,7 @@ def test_the_restorer_is_one_more_row_of_the_grid(trained, tmp_path):
   assert experiment.missing_checkpoints(exp, workdir, ds) == []
   assert result.attack == ("fgsm", "ste_fgsm", "worst_case") and result.purifier == ("no_split",)
   acc_AxE = result.restorer.accuracy
-  assert acc_AxE.shape == (3, len(c.attack.epsilons))
+  assert acc_AxE.shape == (3, len(exp.attack.epsilons))
 
   # Each row, computed by hand: attack, restore with G, classify.
   cls, model = trained.cls, exp.classifier_model
@@ -120,7 +120,7 @@ def test_the_restorer_is_one_more_row_of_the_grid(trained, tmp_path):
   pur = experiment.restorer_purifier(exp)
   f = classifier.logits_fn(cls, model)
   x, y = jnp.asarray(ds.test_images), jnp.asarray(ds.test_labels)
-  eps = jnp.asarray(c.attack.epsilons, jnp.float32)
+  eps = jnp.asarray(exp.attack.epsilons, jnp.float32)
   restore = lambda v: pur(g, None, v)
   grey = attacks.fgsm(f, x, y, eps)                                                  # (E, N, ...)
   white = attacks.fgsm(lambda v: f(restore(v)), x, y, eps)                           # through G
