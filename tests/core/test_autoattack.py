@@ -169,7 +169,8 @@ def test_fab_t_counts_only_what_it_found_within_eps():
 
 def _suite(f, forward, x, y, eps: float, batch: int = 0, queries: int = 200):
   eps_N, key_N = _items(x, eps)
-  return autoattack.autoattack(f, forward, x, y, eps_N, key_N, steps=10, targets=3, queries=queries, batch=batch)
+  return autoattack.autoattack(f, forward, x, y, eps_N, key_N, forward(x), jnp.ones(x.shape[0], bool), steps=10,
+                               targets=3, queries=queries, batch=batch)
 
 
 def test_the_suite_stops_at_the_first_member_that_fools():
