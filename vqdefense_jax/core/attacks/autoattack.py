@@ -30,10 +30,10 @@ def autoattack(logits_fn: LogitsFn, forward: LogitsFn, x0_N: jnp.ndarray, y_N: j
                targets: int = 9, queries: int = 5000, p_init: float = 0.8,
                batch: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(x_adv_N, by_N): each item's adversarial point (x0 where it stayed robust or was wrong clean) and its
-  outcome, an index into OUTCOMES (int8). `clean_logits_N` = forward(x0_N); `active_N`: the items to attack
-  (those the defended model classifies right, less any a caller leaves out, e.g. a grid chunk's padding: those
-  cost nothing and come back as x0, with the outcome 'robust' where they are right). `batch`: items per
-  compacted batch (0: all at once)."""
+  outcome, an index into OUTCOMES (int8). `clean_logits_N` = forward(x0_N). `active_N`: the items a caller
+  wants attacked (all, or all but a grid chunk's padding); of those, only the ones the defended model classifies
+  right are attacked. The others cost nothing and come back as x0, with the outcome 'robust' where they are
+  right. `batch`: items per compacted batch (0: all at once)."""
   n = x0_N.shape[0]
   batch = batch or n
   wrong = lambda v: jnp.argmax(forward(v), -1) != y_N

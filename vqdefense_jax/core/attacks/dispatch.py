@@ -54,24 +54,25 @@ def run(attack: Attack, logits_fn: LogitsFn, x_BxHxWxC: jnp.ndarray, y_B: jnp.nd
   x_N, y_N, eps_N, index_N, eps_pos_N = items.flatten(x, y_B, jnp.asarray(eps_E), index_B)
   key_N = items.item_keys(key, index_N, eps_pos_N)
   batch = attack.batch or batch or x_N.shape[0]
+  e = eps_N.shape[0] // x.shape[0]
   clean_logits = forward(x_N)
-  right = jnp.argmax(clean_logits, -1) == y_N
+  active = jnp.argmax(clean_logits, -1) == y_N          # the items the defended model classifies right ...
   if attack_B is not None:
-    right = right & jnp.tile(jnp.asarray(attack_B, bool), eps_N.shape[0] // x.shape[0])
+    active = active & jnp.tile(jnp.asarray(attack_B, bool), e)   # ... less a chunk's padding
   by = None
   if attack.suite:
-    x_adv, by = autoattack(f, forward, x_N, y_N, eps_N, key_N, clean_logits, right, steps=attack.steps,
+    x_adv, by = autoattack(f, forward, x_N, y_N, eps_N, key_N, clean_logits, active, steps=attack.steps,
                            targets=attack.targets, queries=attack.queries, p_init=attack.p_init, batch=batch)
   elif attack.method == "square":
-    x_adv = square_items(forward, x_N, y_N, eps_N, key_N, right, queries=attack.queries, p_init=attack.p_init,
+    x_adv = square_items(forward, x_N, y_N, eps_N, key_N, active, queries=attack.queries, p_init=attack.p_init,
                          batch=batch)[0]
   elif attack.method == "apgdt":
-    x_adv = apgd_targeted(f, x_N, y_N, eps_N, key_N, clean_logits, right, steps=attack.steps,
+    x_adv = apgd_targeted(f, x_N, y_N, eps_N, key_N, clean_logits, active, steps=attack.steps,
                           targets=attack.targets, batch=batch)[0]
   else:
-    x_adv = fab_targeted(f, x_N, y_N, eps_N, clean_logits, right, steps=attack.steps, targets=attack.targets,
+    x_adv = fab_targeted(f, x_N, y_N, eps_N, clean_logits, active, steps=attack.steps, targets=attack.targets,
                          batch=batch)[0]
-  x_adv = x_adv.reshape((eps_N.shape[0] // x.shape[0],) + x.shape)
+  x_adv = x_adv.reshape((e,) + x.shape)
   if outcomes and by is not None:
     return x_adv, by.reshape(x_adv.shape[:2])
   return x_adv
