@@ -104,6 +104,49 @@ def test_square_depends_on_the_item_not_on_the_rest_of_its_batch():
   np.testing.assert_allclose(part, whole[np.array([7, 2, 9])], atol=1e-6)
 
 
+def test_square_items_queries_only_live_items_padded_to_the_next_size():
+  """Each query runs on the live items only (the first `batch` of them), padded to the smallest of
+  items.sizes(batch) that holds them; the result does not depend on the batch."""
+  f, _, x, y = _linear(n=12)
+  eps_N, key_N = _items(x, 0.05)
+  active = jnp.arange(12) % 4 != 1                              # 9 of 12 items asked for
+  assert items.sizes(8) == (2, 4, 6, 8) and items.sizes(3) == (1, 2, 3) and items.sizes(1) == (1,)
+  runs = []
+
+  def counted(v):
+    jax.debug.callback(lambda a: runs.append(a.shape[0]), v[:, 0, 0, 0])
+    return f(v)
+
+  out = {b: square.square_items(counted if b == 8 else f, x, y, eps_N, key_N, active, queries=40, p_init=0.8,
+                                batch=b) for b in (8, 3, 12)}
+  first, queries = runs[:2], runs[2:]                           # the start: 9 items, in two batches of 8
+  assert first == [8, 8] and queries and set(queries) <= {2, 4, 6, 8}
+  assert queries == sorted(queries, reverse=True)               # live items only get fewer
+  for b in (3, 12):
+    np.testing.assert_array_equal(out[b][1], out[8][1])
+    np.testing.assert_allclose(out[b][0], out[8][0], atol=1e-6)
+  fooled = np.asarray(out[8][1])
+  assert not fooled[~np.asarray(active)].any() and 0 < fooled.sum() < 9
+  np.testing.assert_array_equal(np.asarray(out[8][0])[~fooled], np.asarray(x)[~fooled])
+
+
+def test_square_runs_at_its_own_batch_not_the_gradient_attacks():
+  """attacks.run: Square's queries take `query_batch` items at a time, not the gradient attacks' `batch`;
+  attack.batch, when set, overrides both."""
+  f, _, x, y = _linear(n=6)
+  seen = []
+
+  def counted(v):
+    jax.debug.callback(lambda a: seen.append(a.shape[0]), v[:, 0, 0, 0])
+    return f(v)
+
+  for atk, expected_max in ((attacks.Attack("square", queries=20), 6),
+                            (attacks.Attack("square", queries=20, batch=3), 3)):
+    seen.clear()
+    attacks.run(atk, counted, x, y, jnp.array([0.05]), key=jax.random.key(0), batch=2, query_batch=6)
+    assert max(seen[1:]) == expected_max, (atk.batch, seen)   # seen[0]: the clean pass over all 6
+
+
 # --- APGD-T ----------------------------------------------------------------------------------------------------
 
 def test_targeted_dlr_is_the_formula_and_targets_come_in_rank_order():
@@ -214,17 +257,17 @@ def test_compact_runs_only_on_active_items_and_keeps_the_rest():
   active = jnp.array([False, True, False, True, True, False, False, True, True, True, True])
   out = items.compact(fn, active, dict(v=jnp.arange(11.0)), jnp.full(11, -1.0), batch=4)
   np.testing.assert_array_equal(out, [-1, 10, -1, 30, 40, -1, -1, 70, 80, 90, 100])
-  assert calls == [(4,), (1,)]                   # traced once for batches of 4, once for the last ones, of 1
+  assert calls == [(1,), (2,), (3,), (4,)]        # traced once per size of items.sizes(4)
+  assert items.sizes(4) == (1, 2, 3, 4) and items.sizes(20) == (5, 10, 15, 20) and items.sizes(2) == (1, 2)
   none = items.compact(fn, jnp.zeros(11, bool), dict(v=jnp.arange(11.0)), jnp.zeros(11), batch=4)
   np.testing.assert_array_equal(none, 0.0)
-  # How fn runs: 7 active items in batches of 4 while more than 2 are left, then 1 at a time.
+  # How fn runs: full batches of 4 while 4 are left, then the rest at the next size that holds them.
   runs = []
   count = lambda a: (jax.debug.callback(lambda v: runs.append(v.shape[0]), a["v"]), a["v"])[1]
-  items.compact(count, active, dict(v=jnp.arange(11.0)), jnp.zeros(11), batch=4)
-  assert runs == [4, 4]
-  runs.clear()
-  items.compact(count, active.at[jnp.array([0, 2])].set(True), dict(v=jnp.arange(11.0)), jnp.zeros(11), batch=4)
-  assert runs == [4, 4, 1]                       # 9 active: 4, 4, then the last one alone
+  for extra, expected in (([], [4, 3]), ([0, 2], [4, 4, 1]), ([0], [4, 4])):
+    runs.clear()
+    items.compact(count, active.at[jnp.array(extra, int)].set(True), dict(v=jnp.arange(11.0)), jnp.zeros(11), batch=4)
+    assert runs == expected, (extra, runs)
 
 
 @pytest.mark.slow

@@ -144,20 +144,20 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params):
     f = classifier.logits_fn(cls_params, measure.classifier)
     key = jax.random.key(seed)
-    item_batch = default_item_batch()
+    item_batch, query_batch = default_item_batch(), default_item_batch(queries=True)
     e, m, p = eps_E.shape[0], parallel.num_models(no_split_M), len(purifiers)
 
     def chunk(carry, batch):
       x_BxHxWx1, y_B, w_B, index_B = batch
       flat = lambda x_ExB: x_ExB.reshape((-1,) + x_BxHxWx1.shape[1:])
       real_B = w_B                   # 1 for a test image, 0 for padding (outcomes count every test image)
-      attack = lambda atk, purify=None, k=key: flat(attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=k,
-                                                                index_B=index_B, batch=item_batch,
-                                                                attack_B=real_B > 0))
+      attack = lambda atk, purify=None, k=key: flat(attacks.run(
+          atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=k, index_B=index_B, batch=item_batch,
+          query_batch=query_batch, attack_B=real_B > 0))
 
       def suite(atk, purify=None):   # AutoAttack: (E·B, ...) images and the outcome counts (E, O) of each ε
         x_adv, by_ExB = attacks.run(atk, f, x_BxHxWx1, y_B, eps_E, purify=purify, key=key, index_B=index_B,
-                                    batch=item_batch, outcomes=True, attack_B=real_B > 0)
+                                    batch=item_batch, query_batch=query_batch, outcomes=True, attack_B=real_B > 0)
         return flat(x_adv), jax.vmap(attacks.outcome_counts, (0, None))(by_ExB, real_B)
 
       y_EB = jnp.tile(y_B, e)
@@ -268,10 +268,15 @@ def default_chunk_size(item_attacks: bool = False) -> int:
   return 64 if item_attacks else 8
 
 
-def default_item_batch() -> int:
-  """Items per batch of the item attacks when attack.batch is 0: 32 on CPU (their gradient steps ran fastest
-  there, benchmarks/README.md); elsewhere every item of a chunk at once (0)."""
-  return 32 if jax.default_backend() == "cpu" else 0
+def default_item_batch(queries: bool = False) -> int:
+  """Items per batch of the item attacks when attack.batch is 0. Gradient steps (APGD-T, FAB-T, the suite's
+  gradient members): 32 on CPU, where they ran fastest (benchmarks/README.md). Square's queries (`queries`),
+  forward passes only: 128 on CPU, where a query of the authors' No-Split purifier took 0.85 ms per item in
+  batches of 32 and 0.59 to 0.64 ms in batches of 100 to 200 (benchmarks/README.md). Elsewhere every item of
+  a chunk at once (0)."""
+  if jax.default_backend() != "cpu":
+    return 0
+  return 128 if queries else 32
 
 
 def balanced_chunk(n: int, chunk: int, multiple: int = 1) -> int:

@@ -28,12 +28,12 @@ OUTCOMES = ("robust", "clean") + SUITE
 def autoattack(logits_fn: LogitsFn, forward: LogitsFn, x0_N: jnp.ndarray, y_N: jnp.ndarray, eps_N: jnp.ndarray,
                key_N: jax.Array, clean_logits_N: jnp.ndarray, active_N: jnp.ndarray, *, steps: int = 100,
                targets: int = 9, queries: int = 5000, p_init: float = 0.8,
-               batch: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
+               batch: int = 0, query_batch: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
   """(x_adv_N, by_N): each item's adversarial point (x0 where it stayed robust or was wrong clean) and its
   outcome, an index into OUTCOMES (int8). `clean_logits_N` = forward(x0_N). `active_N`: the items a caller
   wants attacked (all, or all but a grid chunk's padding); of those, only the ones the defended model classifies
   right are attacked. The others cost nothing and come back as x0, with the outcome 'robust' where they are
-  right. `batch`: items per compacted batch (0: all at once)."""
+  right. `batch`: items per compacted batch of the gradient members, `query_batch` of Square (0: all at once)."""
   n = x0_N.shape[0]
   batch = batch or n
   wrong = lambda v: jnp.argmax(forward(v), -1) != y_N
@@ -54,13 +54,13 @@ def autoattack(logits_fn: LogitsFn, forward: LogitsFn, x0_N: jnp.ndarray, y_N: j
   state = (x_adv, by, active)
   ce = lambda a: apgd_ce(logits_fn, a["x0"], a["y"], a["eps"], a["key"], steps=steps)
   args = dict(x0=x0_N, y=y_N, eps=eps_N, key=member_key(1))
-  state = keep("apgd_ce", state, items.compact(ce, state[2], args, (x0_N, jnp.zeros_like(active)), batch))
+  state = keep("apgd_ce", state, items.compact(ce, state[2], args, (x0_N, jnp.zeros_like(active)), batch, steps=1))
   state = keep("apgd_t", state, apgd_targeted(logits_fn, x0_N, y_N, eps_N, member_key(2), clean_logits_N, state[2],
                                               steps=steps, targets=targets, batch=batch))
   state = keep("fab_t", state, fab_targeted(logits_fn, x0_N, y_N, eps_N, clean_logits_N, state[2], steps=steps,
                                             targets=targets, batch=batch))
   state = keep("square", state, square_items(forward, x0_N, y_N, eps_N, member_key(4), state[2], queries=queries,
-                                             p_init=p_init, batch=batch, rescale=False))
+                                             p_init=p_init, batch=query_batch or n, rescale=False))
   return state[0], state[1]
 
 

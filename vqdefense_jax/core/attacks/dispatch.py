@@ -27,13 +27,15 @@ def target_fn(attack: Attack, logits_fn: LogitsFn, purify: ImagesFn | None) -> L
 
 def run(attack: Attack, logits_fn: LogitsFn, x_BxHxWxC: jnp.ndarray, y_B: jnp.ndarray, eps_E: jnp.ndarray, *,
         purify: ImagesFn | None = None, key: jax.Array | None = None, index_B: jnp.ndarray | None = None,
-        batch: int = 0, outcomes: bool = False, attack_B: jnp.ndarray | None = None):
+        batch: int = 0, query_batch: int = 0, outcomes: bool = False, attack_B: jnp.ndarray | None = None):
   """x_adv (E, B, H, W, C) of `attack` against logits_fn (white-box and black-box ones: against
   logits_fn ∘ purify); one start (the grid runs `attack.restarts`, each with its own key).
 
   The item attacks (apgdt, fabt, square, autoattack) run on the E·B (image, ε) items the defended model
-  classifies right, `attack.batch` items at a time (0: `batch`; 0: all), each keyed by (key, image index, ε
-  position). With
+  classifies right, each keyed by (key, image index, ε position), `attack.batch` items at a time (0: `batch`
+  for the gradient ones, `query_batch` for Square, alone or in the suite; 0: all). Square takes no gradient
+  and its forward passes run faster per image in larger batches than gradient steps do, hence its own default.
+  With
   `outcomes`, an autoattack also returns each item's outcome (E, B) (autoattack.OUTCOMES). `attack_B` (bool)
   limits the item attacks to those images (a grid chunk's padding is not attacked: the others come back
   unchanged); the batch-parallel attacks attack every image.
@@ -53,7 +55,7 @@ def run(attack: Attack, logits_fn: LogitsFn, x_BxHxWxC: jnp.ndarray, y_B: jnp.nd
   forward = logits_fn if purify is None else (lambda v: logits_fn(purify(v)))
   x_N, y_N, eps_N, index_N, eps_pos_N = items.flatten(x, y_B, jnp.asarray(eps_E), index_B)
   key_N = items.item_keys(key, index_N, eps_pos_N)
-  batch = attack.batch or batch or x_N.shape[0]
+  batch, query_batch = (attack.batch or b or x_N.shape[0] for b in (batch, query_batch))
   e = eps_N.shape[0] // x.shape[0]
   clean_logits = forward(x_N)
   active = jnp.argmax(clean_logits, -1) == y_N          # the items the defended model classifies right ...
@@ -62,10 +64,11 @@ def run(attack: Attack, logits_fn: LogitsFn, x_BxHxWxC: jnp.ndarray, y_B: jnp.nd
   by = None
   if attack.suite:
     x_adv, by = autoattack(f, forward, x_N, y_N, eps_N, key_N, clean_logits, active, steps=attack.steps,
-                           targets=attack.targets, queries=attack.queries, p_init=attack.p_init, batch=batch)
+                           targets=attack.targets, queries=attack.queries, p_init=attack.p_init, batch=batch,
+                           query_batch=query_batch)
   elif attack.method == "square":
     x_adv = square_items(forward, x_N, y_N, eps_N, key_N, active, queries=attack.queries, p_init=attack.p_init,
-                         batch=batch)[0]
+                         batch=query_batch)[0]
   elif attack.method == "apgdt":
     x_adv = apgd_targeted(f, x_N, y_N, eps_N, key_N, clean_logits, active, steps=attack.steps,
                           targets=attack.targets, batch=batch)[0]

@@ -7,9 +7,9 @@ an item's result depends on nothing else in its batch: not on chunking, on the d
 items are still being attacked.
 
 `compact` is what lets an attack (or a suite member) run only on the items still to attack: it moves them to
-the front and runs in batches of `batch` items (the last ones smaller), as many as there are such items need,
-in a while loop; the others keep their value. AutoAttack's reference code compacts the same way (it attacks the still-robust
-images only), so its cost falls as images are fooled.
+the front and runs them in batches of `batch` items, the last one padded only to the next of a few sizes
+(`sizes`), in a while loop; the others keep their value. AutoAttack's reference code compacts the same way (it
+attacks the still-robust images only), so its cost falls as images are fooled.
 """
 
 import functools
@@ -45,18 +45,32 @@ def project(x_N: jnp.ndarray, x0_N: jnp.ndarray, eps_N: jnp.ndarray) -> jnp.ndar
   return jnp.clip(jnp.clip(x_N, x0_N - e, x0_N + e), 0.0, 1.0)
 
 
-def compact(fn: Callable[[Any], Any], active_N: jnp.ndarray, args: Any, init: Any, batch: int) -> Any:
+def sizes(batch: int, steps: int = 4) -> tuple[int, ...]:
+  """The batch sizes the item attacks run at: ⌈batch·k/steps⌉ for k = 1..steps, ascending, distinct. Each is
+  traced once; a batch of items runs at the smallest size that holds it, so it wastes at most batch/steps
+  places, as the reference code, which runs exactly the items left, wastes none."""
+  return tuple(sorted({max(1, -(-batch * k // steps)) for k in range(1, steps + 1)}))
+
+
+def size_index(ladder: tuple[int, ...], count) -> jnp.ndarray:
+  """The index in `ladder` of the smallest size ≥ count (the largest size where count exceeds it)."""
+  return jnp.minimum(jnp.searchsorted(jnp.asarray(ladder), count), len(ladder) - 1)
+
+
+def compact(fn: Callable[[Any], Any], active_N: jnp.ndarray, args: Any, init: Any, batch: int,
+            steps: int = 4) -> Any:
   """fn over the active items only, `batch` at a time; inactive items keep their value in `init`.
 
   fn maps a pytree of (batch, ...) arrays (the items' `args`) to a pytree shaped like `init`'s leaves with a
-  leading batch axis. It takes `batch` items at a time while more than half a batch is left, then batch / 4
-  (fn is traced for both sizes), so the last batches waste few places. A last
-  batch is padded with item 0, whose results are dropped. fn must treat items independently (everything here
-  does).
+  leading batch axis. It takes `batch` items at a time while that many are left, then the last ones at the
+  smallest of sizes(batch, steps) that holds them (fn is traced once per size), padded with item 0, whose
+  results are dropped. fn must treat items independently (everything here does). A one-pass attack (APGD-CE,
+  Square's first query) pads only its last batch: `steps=1` traces it once, at `batch`; the attacks that
+  compact again and again (one pass per target) save more from a finer ladder than its compilation costs.
   """
   n = active_N.shape[0]
   batch = max(1, min(batch, n))
-  small = max(1, batch // 4)
+  ladder = sizes(batch, steps)
   order_N = jnp.argsort(~active_N, stable=True)                    # active items first, in order
   count = jnp.sum(active_N, dtype=jnp.int32)
   order_P = jnp.concatenate([order_N, jnp.zeros(batch, order_N.dtype)])
@@ -70,9 +84,9 @@ def compact(fn: Callable[[Any], Any], active_N: jnp.ndarray, args: Any, init: An
     return done + size, jax.tree.map(lambda o, r: o.at[where].set(r, mode="drop"), out, res)
 
   def body(state):
-    if small == batch:
+    if len(ladder) == 1:
       return run(batch, state)
-    return jax.lax.cond(count - state[0] > batch // 2, functools.partial(run, batch), functools.partial(run, small),
-                        state)
+    branch = size_index(ladder, count - state[0])
+    return jax.lax.switch(branch, [functools.partial(run, size) for size in ladder], state)
 
   return jax.lax.while_loop(lambda state: state[0] < count, body, (jnp.int32(0), init))[1]

@@ -42,7 +42,8 @@ class Attack:
   queries: int = 5000          # Square: queries of the model per image, the initial one included
   p_init: float = 0.8          # Square: the share of the image its first squares cover
   targets: int = 9             # APGD-T, FAB-T: target classes, the largest other logits of the clean image in turn
-  batch: int = 0               # apgdt, fabt, square, autoattack: (image, ε) items per batch (0: the images of a chunk)
+  batch: int = 0               # apgdt, fabt, square, autoattack: (image, ε) items per batch (0: the grid's default,
+                               # grid.default_item_batch: on CPU 32 per gradient step, 128 per Square query)
 
   def __post_init__(self):
     if self.name not in ATTACKS:
@@ -56,7 +57,7 @@ class Attack:
       raise VQDefenseError(f"attack {self.name}: restarts must be in 1..1000, and above 1 only for pgd, apgd, apgdt "
                            f"(with a random start) and square, got {self.restarts}")
     if not 0 <= self.batch <= 1 << 20:
-      raise VQDefenseError(f"attack {self.name}: batch must be in 0..{1 << 20} (0: the images of a chunk), got "
+      raise VQDefenseError(f"attack {self.name}: batch must be in 0..{1 << 20} (0: the grid's default), got "
                            f"{self.batch}")
     if not 1 <= self.queries <= 1_000_000 or not 0.0 < self.p_init <= 1.0 or not 1 <= self.targets <= 1000:
       raise VQDefenseError(f"attack {self.name}: queries must be in 1..1000000, p_init in (0, 1] and targets >= 1, "

@@ -82,28 +82,36 @@ def start(logits_fn: LogitsFn, x0_N, y_N, eps_N, key_N):
   return x, margin(logits_fn(x), y_N)
 
 
+def step(logits_fn: LogitsFn, x0_N, y_N, eps_N, key_N, x_best, m_best, q_N, on_N, *, queries: int, p_init: float,
+         rescale: bool = True):
+  """One query of every item where on_N: its next candidate (query number q_N, keyed fold_in(key, q_N), the
+  window side of iteration q_N − 1 of the schedule), kept if it lowers the margin. Returns (x_best, m_best, q_N)
+  with q_N advanced where on_N; items not on are evaluated but keep their state."""
+  h = x0_N.shape[1]
+  side_N = jax.vmap(lambda q: side_at(q - 1, queries, p_init, h, rescale))(q_N)
+  keys = jax.vmap(jax.random.fold_in)(key_N, q_N)
+  cand = jax.vmap(_propose)(keys, x0_N, x_best, eps_N[:, None, None, None], side_N)
+  m_cand = margin(logits_fn(cand), y_N)
+  better = on_N & (m_cand < m_best)
+  return (jnp.where(items.per_item(better, x0_N), cand, x_best), jnp.where(better, m_cand, m_best),
+          q_N + on_N.astype(q_N.dtype))
+
+
 def search(logits_fn: LogitsFn, x0_N, y_N, eps_N, key_N, x_best, m_best, q_N, q_stop_N, *, queries: int,
            p_init: float, rescale: bool = True, trace_length: int = 0):
   """Queries from each item's count q_N (queries made so far) until it has made q_stop_N or is fooled (margin
   ≤ 0). Query number q of an item uses the key fold_in(its key, q) and the window side of iteration q − 1 of the
   schedule, so an item's path does not depend on when or beside what it runs. Returns (x_best, m_best, q_N) and,
   with `trace_length`, the best margins after every step of this call (trace_length, N)."""
-  h = x0_N.shape[1]
-  per = lambda v: items.per_item(v, x0_N)
   live = lambda m, q: (m > 0) & (q < q_stop_N)
 
   def query(state):
     t, x_best, m_best, q_N, history = state
-    on = live(m_best, q_N)
-    side_N = jax.vmap(lambda q: side_at(q - 1, queries, p_init, h, rescale))(q_N)
-    keys = jax.vmap(jax.random.fold_in)(key_N, q_N)
-    cand = jax.vmap(_propose)(keys, x0_N, x_best, eps_N[:, None, None, None], side_N)
-    m_cand = margin(logits_fn(cand), y_N)
-    better = on & (m_cand < m_best)
-    x_best, m_best = jnp.where(per(better), cand, x_best), jnp.where(better, m_cand, m_best)
+    x_best, m_best, q_N = step(logits_fn, x0_N, y_N, eps_N, key_N, x_best, m_best, q_N, live(m_best, q_N),
+                               queries=queries, p_init=p_init, rescale=rescale)
     if trace_length:
       history = history.at[t].set(m_best)
-    return t + 1, x_best, m_best, q_N + on, history
+    return t + 1, x_best, m_best, q_N, history
 
   history = jnp.zeros((trace_length, x0_N.shape[0]), m_best.dtype) if trace_length else None
   go_on = lambda state: jnp.any(live(state[2], state[3]))
@@ -127,42 +135,41 @@ def square(logits_fn: LogitsFn, x0_N: jnp.ndarray, y_N: jnp.ndarray, eps_N: jnp.
   return out[0], out[1]
 
 
-ROUND = 50  # queries per item between two compactions in square_items
-
-
 def square_items(logits_fn: LogitsFn, x0_N, y_N, eps_N, key_N, active_N, *, queries: int, p_init: float,
                  batch: int, rescale: bool = True):
   """Square on the active items only: (x_adv_N, fooled_N), x_adv = x0 where not fooled (an inactive item is
   neither attacked nor fooled).
 
-  Like the reference code, which queries only the images still to fool, it spends its queries on live items:
-  it runs rounds of ROUND queries on the first `batch` live items (an item stays live until it is fooled or has
-  made `queries` queries) and compacts again after each round, so an item fooled early frees its place; once
-  no more than half a batch is live, the rounds take batch / 4 items.
+  Like the reference code, which queries only the images still to fool, every query runs on the live items
+  only (an item stays live until it is fooled or has made `queries` queries): the first `batch` of them, moved
+  to the front and padded to the smallest of `items.sizes(batch)` that holds them (the model is traced once
+  per size), so a query costs at most batch/4 rows more than the live items need. An item fooled frees its place
+  for the next one at the following query.
   """
   n = x0_N.shape[0]
   batch = max(1, min(batch, n))
   args = dict(x0=x0_N, y=y_N, eps=eps_N, key=key_N)
   first = lambda a: start(logits_fn, a["x0"], a["y"], a["eps"], a["key"])
-  x_best, m_best = items.compact(first, active_N, args, (x0_N, jnp.ones_like(eps_N)), batch)
+  x_best, m_best = items.compact(first, active_N, args, (x0_N, jnp.ones_like(eps_N)), batch, steps=1)
   q_N = jnp.where(active_N, 1, queries).astype(jnp.int32)
   live = lambda m, q: (m > 0) & (q < queries)
+  ladder = items.sizes(batch)
 
-  def round_(state, size: int):
+  def query(size: int, state):
     x_best, m_best, q_N = state
-    idx = jnp.argsort(~live(m_best, q_N), stable=True)[:size]
-    valid = live(m_best, q_N)[idx]
+    live_N = live(m_best, q_N)
+    idx = jnp.argsort(~live_N, stable=True)[:size]             # the first live items, in order
+    on = live_N[idx]
     take = lambda v: v[idx]
-    stop = jnp.where(valid, jnp.minimum(take(q_N) + ROUND, queries), take(q_N))
-    xb, mb, qb = search(logits_fn, take(x0_N), take(y_N), take(eps_N), take(key_N), take(x_best), take(m_best),
-                        take(q_N), stop, queries=queries, p_init=p_init, rescale=rescale)
-    at = jnp.where(valid, idx, n)
+    xb, mb, qb = step(logits_fn, take(x0_N), take(y_N), take(eps_N), take(key_N), take(x_best), take(m_best),
+                      take(q_N), on, queries=queries, p_init=p_init, rescale=rescale)
+    at = jnp.where(on, idx, n)                                  # n: out of range, dropped
     return (x_best.at[at].set(xb, mode="drop"), m_best.at[at].set(mb, mode="drop"), q_N.at[at].set(qb, mode="drop"))
 
-  # When fewer than `batch` items are left, rounds of a quarter of the size waste fewer places.
-  small = max(1, batch // 4)
-  body = lambda s: jax.lax.cond(jnp.sum(live(s[1], s[2])) > batch // 2, functools.partial(round_, size=batch),
-                                functools.partial(round_, size=small), s) if small < batch else round_(s, batch)
+  def body(state):
+    count = jnp.minimum(jnp.sum(live(state[1], state[2])), batch)
+    return jax.lax.switch(items.size_index(ladder, count), [functools.partial(query, s) for s in ladder], state)
+
   x_best, m_best, q_N = jax.lax.while_loop(lambda s: jnp.any(live(s[1], s[2])), body, (x_best, m_best, q_N))
   fooled = active_N & (m_best <= 0)
   return jnp.where(items.per_item(fooled, x0_N), x_best, x0_N), fooled
