@@ -52,9 +52,13 @@ def sizes(batch: int, steps: int = 4) -> tuple[int, ...]:
   return tuple(sorted({max(1, -(-batch * k // steps)) for k in range(1, steps + 1)}))
 
 
-def size_index(ladder: tuple[int, ...], count) -> jnp.ndarray:
-  """The index in `ladder` of the smallest size ≥ count (the largest size where count exceeds it)."""
-  return jnp.minimum(jnp.searchsorted(jnp.asarray(ladder), count), len(ladder) - 1)
+def at_size(ladder: tuple[int, ...], count, fn: Callable[[int, Any], Any], state: Any) -> Any:
+  """fn(size, state) at the smallest size of `ladder` that holds `count` items (the largest where count
+  exceeds them all); fn is traced once per size."""
+  if len(ladder) == 1:
+    return fn(ladder[0], state)
+  branch = jnp.minimum(jnp.searchsorted(jnp.asarray(ladder), count), len(ladder) - 1)
+  return jax.lax.switch(branch, [functools.partial(fn, size) for size in ladder], state)
 
 
 def compact(fn: Callable[[Any], Any], active_N: jnp.ndarray, args: Any, init: Any, batch: int,
@@ -83,10 +87,5 @@ def compact(fn: Callable[[Any], Any], active_N: jnp.ndarray, args: Any, init: An
     where = jnp.where(valid, idx, n)                                 # n: out of range, dropped
     return done + size, jax.tree.map(lambda o, r: o.at[where].set(r, mode="drop"), out, res)
 
-  def body(state):
-    if len(ladder) == 1:
-      return run(batch, state)
-    branch = size_index(ladder, count - state[0])
-    return jax.lax.switch(branch, [functools.partial(run, size) for size in ladder], state)
-
+  body = lambda state: at_size(ladder, count - state[0], run, state)
   return jax.lax.while_loop(lambda state: state[0] < count, body, (jnp.int32(0), init))[1]

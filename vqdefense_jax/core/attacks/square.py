@@ -14,8 +14,6 @@ query number (AutoAttack's PyTorch port draws one window for the whole batch), a
 would equal the current ones is redrawn. `queries` counts every model evaluation, the initial one included.
 """
 
-import functools
-
 import jax
 import jax.numpy as jnp
 
@@ -166,9 +164,7 @@ def square_items(logits_fn: LogitsFn, x0_N, y_N, eps_N, key_N, active_N, *, quer
     at = jnp.where(on, idx, n)                                  # n: out of range, dropped
     return (x_best.at[at].set(xb, mode="drop"), m_best.at[at].set(mb, mode="drop"), q_N.at[at].set(qb, mode="drop"))
 
-  def body(state):
-    count = jnp.minimum(jnp.sum(live(state[1], state[2])), batch)
-    return jax.lax.switch(items.size_index(ladder, count), [functools.partial(query, s) for s in ladder], state)
+  body = lambda state: items.at_size(ladder, jnp.sum(live(state[1], state[2])), query, state)
 
   x_best, m_best, q_N = jax.lax.while_loop(lambda s: jnp.any(live(s[1], s[2])), body, (x_best, m_best, q_N))
   fooled = active_N & (m_best <= 0)
