@@ -4,6 +4,7 @@ Two tiers: `pytest -m "not slow"` (quick feedback while working) and `pytest` (e
 """
 
 import dataclasses
+import gc
 import os
 import shutil
 import socket
@@ -18,6 +19,42 @@ from vqdefense_jax.purify import experiment
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# XLA:CPU maps every compiled executable into memory, and nothing frees it while a jit cache holds it. One
+# process running the whole suite passed Linux's default limit of 65,530 maps per process (vm.max_map_count)
+# and segfaulted inside the compiler (CI, 2026-12-07); within tests/core, one module alone passed 29,000.
+MAP_BUDGET = 20_000
+
+
+def memory_maps() -> int:
+  """How many memory maps this process holds (0 where /proc is not there)."""
+  try:
+    with open("/proc/self/maps") as f:
+      return sum(1 for _ in f)
+  except OSError:
+    return 0
+
+
+def release_compiled_code():
+  jax.clear_caches()
+  gc.collect()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compile_cache_per_module():
+  """Each test module starts without the compiled code of the modules before it (session fixtures keep
+  their arrays; only compiled code is dropped)."""
+  yield
+  release_compiled_code()
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory_maps():
+  """Within a module, drop compiled code once the process holds more than MAP_BUDGET maps."""
+  yield
+  if memory_maps() > MAP_BUDGET:
+    release_compiled_code()
 
 
 def free_port() -> int:

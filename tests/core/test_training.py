@@ -244,3 +244,19 @@ def test_checkpoints_are_bound_to_their_record(tmp_path):
   with pytest.raises(VQDefenseError, match=r"were made by another config \(opt.lr: 0.1 -> 0.2; seed"):
     _toy_fit(tmp_path, Diverges(10 ** 6), num_steps=8, log_every=2, record=other)
   assert checkpoints.latest_step(str(tmp_path / "toy")) == 4  # untouched
+
+
+def test_releasing_compiled_code_frees_its_memory_maps():
+  """The suite stays under Linux's vm.max_map_count only because dropping jit caches unmaps executables."""
+  import conftest
+  if not conftest.memory_maps():
+    pytest.skip("no /proc/self/maps here")
+  conftest.release_compiled_code()
+  before = conftest.memory_maps()
+  fns = [jax.jit(lambda x, k=k: jnp.sin(x) * k + jnp.cos(x * k)) for k in range(40)]
+  for f in fns:
+    f(jnp.ones(3)).block_until_ready()
+  grown = conftest.memory_maps()
+  conftest.release_compiled_code()
+  assert grown > before + 40, (before, grown)
+  assert conftest.memory_maps() < grown - 40, (before, grown, conftest.memory_maps())
