@@ -1,6 +1,6 @@
 """Benchmark: the attacks in the grid against the PyTorch reference implementations, on the same work.
 
-  python benchmarks/attack_speed.py                                 # issue 15's PGD workload, chunk 8
+  python benchmarks/attack_speed.py                                 # PGD, 500 images, chunk 8
   python benchmarks/attack_speed.py --workload square               # Square, 100 images, ε = 0.1, 5000 queries
   python benchmarks/attack_speed.py --workload autoattack           # AutoAttack's standard suite, 100 images
   python benchmarks/attack_speed.py --workload autoattack --side-by-side --rounds 2

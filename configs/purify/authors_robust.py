@@ -11,9 +11,8 @@ cross-entropy); then `worst_case`, the per-image worst case over all four, which
 should quote. `--config.attack.convergence_steps=10,20,50,100` adds the convergence check (four more
 grids of the iterative attacks).
 
-Expected: far below the 10-step, one-start numbers (issue 15 measured straight-through PGD at ε = 0.2 with
-a reference implementation, 50 steps, worst of 3 starts: No-Split 0.20, 4-Split 0.11). Measured: RESULTS.md,
-section 5.
+Expected: far below the 10-step, one-start numbers (a reference implementation measured straight-through PGD at
+ε = 0.2, 50 steps, worst of 3 starts: No-Split 0.20, 4-Split 0.11). Measured: RESULTS.md, section 5.
 """
 
 from configs.purify import authors

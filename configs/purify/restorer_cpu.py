@@ -1,4 +1,4 @@
-"""The restorer (seed 004's CBAM GAN) as one more purifier beside the VQ-VAEs, under RESULTS.md §1b's converged
+"""The restorer (the attention-GAN paper's CBAM GAN) as one more purifier beside the VQ-VAEs, under RESULTS.md §1b's converged
 attacks, reduced for a 2-core CPU (about an hour from an empty workdir; 76 min measured on a shared machine):
 RESULTS.md §6b.
 

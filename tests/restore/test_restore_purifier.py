@@ -1,4 +1,4 @@
-"""The restorer as a purifier (issue 13, item 7): its (FGSM, clean) pairs, its place in the grid under grey- and
+"""The restorer as a purifier: its (FGSM, clean) pairs, its place in the grid under grey- and
 white-box attacks, its results, tables and figure, and its record."""
 
 import dataclasses

@@ -1,4 +1,4 @@
-"""The restorer as a purifier (issue 13, item 7): G trained on (adversarial, clean) pairs, one more row of the
+"""The restorer as a purifier: G trained on (adversarial, clean) pairs, one more row of the
 purification grid beside the VQ-VAEs (a Defense-GAN-like purifier: a generator maps the attacked image back).
 
 The network and its loss are the restoration system's (restore/gan.py: CBAM ResNet G, PatchGAN D, adversarial
@@ -40,7 +40,7 @@ def config_section() -> ml_collections.ConfigDict:
   s.d_width = 64                      # PatchGAN's first width (ndf)
   s.d_layers = 0                      # PatchGAN stride-2 layers; 0: the deepest that fits the image (models.py)
   s.adversarial = True                # False: G's loss is λ·L1 alone
-  s.l1_weight = 1.0                   # λ (seed 004: 1)
+  s.l1_weight = 1.0                   # λ (the attention-GAN paper: 1)
   s.learning_rate = 2e-4              # both Adams, β = (0.5, 0.999)
   s.batch_size = 64
   s.steps = 20000
