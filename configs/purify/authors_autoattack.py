@@ -10,10 +10,10 @@ straight-through quantiser, then the gradient-free Square attack (5,000 queries)
 every earlier one left right. `table_autoattack.md` says what each member did; `table_masking.md` holds the
 gradient-masking checks. `--config.attack.names=bpda_autoattack` runs the suite with BPDA gradients instead.
 
-Expected (RESULTS.md section 5, measured 2026-12-07 on a 2-core CPU with --config.data.test_subset=100, 41 min):
-robust accuracy at ε = 0.1 No-Split 0.58, 4-Split 0.63, undefended 0.46; 0.000 from ε = 0.2 on; Square fools
-0.13 and 0.18 of the images the gradient members missed at ε = 0.1, so table_masking.md flags both purifiers.
-All 500 images: about 3 hours on that CPU.
+Expected (RESULTS.md section 5, measured 2026-12-07 on a 2-core CPU with --config.data.test_subset=100, 41 and
+50 min in two runs, each sharing the cores with other work): robust accuracy at ε = 0.1 No-Split 0.57, 4-Split
+0.64, undefended 0.46; 0.000 from ε = 0.2 on; Square fools 0.14 and 0.17 of the images the gradient members
+missed at ε = 0.1, so table_masking.md flags both purifiers. All 500 images: about 3 hours on that CPU.
 """
 
 from configs.purify import authors_robust
