@@ -5,7 +5,8 @@ import re
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 # "seed 004", "Seed 002's", "seeds/000_…", "issue 15", "Issue #13" (another project's issue, named with its
 # repository, e.g. "ALAE issue #44", is a citation a reader can follow, so it is allowed).
 UNCITABLE = re.compile(r"\bseeds?[ /]0\d\d|(?<!ALAE )\bissue #?\d+", re.IGNORECASE)
