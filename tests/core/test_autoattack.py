@@ -259,6 +259,12 @@ def test_compact_runs_only_on_active_items_and_keeps_the_rest():
   np.testing.assert_array_equal(out, [-1, 10, -1, 30, 40, -1, -1, 70, 80, 90, 100])
   assert calls == [(1,), (2,), (3,), (4,)]        # traced once per size of items.sizes(4)
   assert items.sizes(4) == (1, 2, 3, 4) and items.sizes(20) == (5, 10, 15, 20) and items.sizes(2) == (1, 2)
+  # Larger batches get up to MAX_SIZES sizes, so a padded batch wastes at most MAX_PAD rows where it can.
+  assert items.sizes(50) == (8, 15, 22, 29, 36, 43, 50) and items.sizes(64) == tuple(range(8, 65, 8))
+  for b in range(1, 300):
+    ladder = items.sizes(b)
+    assert ladder[-1] == b and len(ladder) <= items.MAX_SIZES
+    assert max(np.diff((0,) + ladder)) <= max(items.MAX_PAD, -(-b // items.MAX_SIZES))
   none = items.compact(fn, jnp.zeros(11, bool), dict(v=jnp.arange(11.0)), jnp.zeros(11), batch=4)
   np.testing.assert_array_equal(none, 0.0)
   # How fn runs: full batches of 4 while 4 are left, then the rest at the next size that holds them.

@@ -270,13 +270,14 @@ def default_chunk_size(item_attacks: bool = False) -> int:
 
 def default_item_batch(queries: bool = False) -> int:
   """Items per batch of the item attacks when attack.batch is 0. Gradient steps (APGD-T, FAB-T, the suite's
-  gradient members): 32 on CPU, where they ran fastest (benchmarks/README.md). Square's queries (`queries`),
-  forward passes only: 128 on CPU, where a query of the authors' No-Split purifier took 0.85 ms per item in
-  batches of 32 and 0.59 to 0.64 ms in batches of 100 to 200 (benchmarks/README.md). Elsewhere every item of
-  a chunk at once (0)."""
+  gradient members): 64 on CPU, where the suite's members on 50 images of the authors' No-Split purifier ran
+  in 276 s against 326 s at 32 (with the finer ladder of `items.sizes`; benchmarks/README.md). Square's
+  queries (`queries`), forward passes only: 128 on CPU, where a query of the authors' No-Split purifier took
+  0.85 ms per item in batches of 32 and 0.59 to 0.64 ms in batches of 100 to 200 (benchmarks/README.md).
+  Elsewhere every item of a chunk at once (0)."""
   if jax.default_backend() != "cpu":
     return 0
-  return 128 if queries else 32
+  return 128 if queries else 64
 
 
 def balanced_chunk(n: int, chunk: int, multiple: int = 1) -> int:

@@ -45,10 +45,23 @@ def project(x_N: jnp.ndarray, x0_N: jnp.ndarray, eps_N: jnp.ndarray) -> jnp.ndar
   return jnp.clip(jnp.clip(x_N, x0_N - e, x0_N + e), 0.0, 1.0)
 
 
-def sizes(batch: int, steps: int = 4) -> tuple[int, ...]:
-  """The batch sizes the item attacks run at: ⌈batch·k/steps⌉ for k = 1..steps, ascending, distinct. Each is
-  traced once; a batch of items runs at the smallest size that holds it, so it wastes at most batch/steps
-  places, as the reference code, which runs exactly the items left, wastes none."""
+MAX_PAD = 8    # rows a padded batch may waste, where the ladder may grow to MAX_SIZES sizes
+MAX_SIZES = 8
+
+
+def ladder_steps(batch: int) -> int:
+  """How many sizes the ladder of `batch` has: 4, or more (up to MAX_SIZES) so that a step is at most MAX_PAD
+  rows. The model is compiled once per size: on the 2-core CPU, 33 items left of 50 ran at 38 rows with four
+  sizes, at 36 with seven (benchmarks/README.md)."""
+  return min(MAX_SIZES, max(4, -(-batch // MAX_PAD)))
+
+
+def sizes(batch: int, steps: int | None = None) -> tuple[int, ...]:
+  """The batch sizes the item attacks run at: ⌈batch·k/steps⌉ for k = 1..steps, ascending, distinct (steps:
+  `ladder_steps(batch)` unless given). Each is traced once; a batch of items runs at the smallest size that
+  holds it, so it wastes at most batch/steps places, as the reference code, which runs exactly the items left,
+  wastes none."""
+  steps = ladder_steps(batch) if steps is None else steps
   return tuple(sorted({max(1, -(-batch * k // steps)) for k in range(1, steps + 1)}))
 
 
@@ -62,7 +75,7 @@ def at_size(ladder: tuple[int, ...], count, fn: Callable[[int, Any], Any], state
 
 
 def compact(fn: Callable[[Any], Any], active_N: jnp.ndarray, args: Any, init: Any, batch: int,
-            steps: int = 4) -> Any:
+            steps: int | None = None) -> Any:
   """fn over the active items only, `batch` at a time; inactive items keep their value in `init`.
 
   fn maps a pytree of (batch, ...) arrays (the items' `args`) to a pytree shaped like `init`'s leaves with a

@@ -43,7 +43,7 @@ class Attack:
   p_init: float = 0.8          # Square: the share of the image its first squares cover
   targets: int = 9             # APGD-T, FAB-T: target classes, the largest other logits of the clean image in turn
   batch: int = 0               # apgdt, fabt, square, autoattack: (image, ε) items per batch (0: the grid's default,
-                               # grid.default_item_batch: on CPU 32 per gradient step, 128 per Square query)
+                               # grid.default_item_batch: on CPU 64 per gradient step, 128 per Square query)
 
   def __post_init__(self):
     if self.name not in ATTACKS:
