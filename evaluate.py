@@ -11,7 +11,6 @@
 Writes grid.json, grid.npz, the tables (csv, md) and the figures (png) to the workdir.
 """
 
-import importlib
 import os
 import sys
 
@@ -27,34 +26,30 @@ def main(argv: list[str]) -> int:
   def go():
     args = cli.parse(argv, __doc__, SWITCHES, config_optional="--plot-only" in argv)
     from vqdefense_jax.core import files
+    from vqdefense_jax.core import systems
+    from vqdefense_jax.core import workdir as workdir_lib
     from vqdefense_jax.core.errors import VQDefenseError
-    from vqdefense_jax.purify import report
-    from vqdefense_jax.purify.results import GridResult
     if args.switches["retrain"] and not args.switches["grid"]:
       raise VQDefenseError("--retrain trains: use it with --grid (or with train.py)")
     if args.switches["plot-only"]:
+      from vqdefense_jax.purify import report
+      from vqdefense_jax.purify.results import GridResult
+      if (held := workdir_lib.owner(os.path.abspath(args.workdir))) not in (None, "purify"):
+        raise VQDefenseError(f"--plot-only redraws a purification grid (grid.json); {os.path.abspath(args.workdir)} "
+                             f"holds a {held} run: run evaluate.py with its --config and --workdir again")
       result = GridResult.load(os.path.abspath(args.workdir))  # the workdir exists if this returns
       with files.locked(args.workdir) as workdir:
         written = report.render(result, workdir)
       print(f"wrote {len(written)} files to {workdir}")
       return
-    from vqdefense_jax.core import parallel
-    if (name := cli.system(args.config)) != "purify":  # detection or restoration: one process
-      system = importlib.import_module(f"vqdefense_jax.{name}.experiment")
-      exp = system.Experiment.from_config(args.config)
-      with files.locked(files.prepare_workdir(args.workdir)) as workdir:
-        r = system.evaluate(exp, workdir, train_missing=args.switches["grid"], retrain=args.switches["retrain"])
-      print(system.format_result(r))
-      print(f"\nwrote {cli.SYSTEMS[name]}, tables (csv, md) and figures (png) to {workdir}")
-      return
-    from vqdefense_jax.purify import experiment
-    exp = experiment.Experiment.from_config(args.config)
-    parallel.initialize(exp.parallel)
-    with files.locked(files.prepare_workdir(args.workdir), parallel.is_lead()) as workdir:
-      result = experiment.evaluate(exp, workdir, train_missing=args.switches["grid"], retrain=args.switches["retrain"])
-    if parallel.is_lead():  # on several processes, process 0 writes and reports
-      print(report.format_grid(result))
-      print(f"\nwrote grid.json, grid.npz, tables (csv, md) and figures (png) to {workdir}")
+    system, exp, lead = systems.start(args.config)
+    train_missing = args.switches["grid"]
+    with files.locked(workdir_lib.claim(args.workdir, system.name, create=train_missing), lead) as workdir:
+      result = system.experiment.evaluate(exp, workdir, train_missing=train_missing,
+                                          retrain=args.switches["retrain"])
+    if lead:  # on several processes, process 0 writes and reports
+      print(system.experiment.format_result(result))
+      print(f"\nwrote {system.results}, tables (csv, md) and figures (png) to {workdir}")
 
   return cli.run(go)
 

@@ -7,7 +7,6 @@
   python train.py ... --retrain     # replace checkpoints in the workdir that another config made
 """
 
-import importlib
 import sys
 
 from vqdefense_jax.core import cli
@@ -19,20 +18,12 @@ def main(argv: list[str]) -> int:
   def go():
     args = cli.parse(argv, __doc__, cli.RETRAIN)
     from vqdefense_jax.core import files
-    from vqdefense_jax.core import parallel
-    if (name := cli.system(args.config)) != "purify":  # detection or restoration: one process
-      system = importlib.import_module(f"vqdefense_jax.{name}.experiment")
-      exp = system.Experiment.from_config(args.config)
-      with files.locked(files.prepare_workdir(args.workdir)) as workdir:
-        system.train_all(exp, workdir, retrain=args.switches["retrain"])
-      print(f"trained; checkpoints and metrics.jsonl under {workdir}")
-      return
-    from vqdefense_jax.purify import experiment
-    exp = experiment.Experiment.from_config(args.config)
-    parallel.initialize(exp.parallel)
-    with files.locked(files.prepare_workdir(args.workdir), parallel.is_lead()) as workdir:
-      experiment.train_all(exp, workdir, retrain=args.switches["retrain"])
-    if parallel.is_lead():  # on several processes, process 0 writes and reports
+    from vqdefense_jax.core import systems
+    from vqdefense_jax.core import workdir as workdir_lib
+    system, exp, lead = systems.start(args.config)
+    with files.locked(workdir_lib.claim(args.workdir, system.name), lead) as workdir:
+      system.experiment.train_all(exp, workdir, retrain=args.switches["retrain"])
+    if lead:  # on several processes, process 0 writes and reports
       print(f"trained; checkpoints and metrics.jsonl under {workdir}")
 
   return cli.run(go)

@@ -73,6 +73,9 @@ def test_unwritable_workdir(tiny_config_file, tmp_path, capsys):
 def test_missing_checkpoint_leaves_no_result_files(tiny_config_file, tmp_path, capsys):
   workdir = tmp_path / "fresh"
   assert evaluate.main(["--config", tiny_config_file, "--workdir", str(workdir)]) == 2
+  assert "does not exist" in _one_line_error(capsys) and not workdir.exists()  # evaluation creates no workdir
+  workdir.mkdir()
+  assert evaluate.main(["--config", tiny_config_file, "--workdir", str(workdir)]) == 2
   assert "no checkpoint" in _one_line_error(capsys)
   assert not any((workdir / f).exists() for f in GRID_FILES)
 

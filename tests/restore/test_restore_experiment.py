@@ -104,6 +104,9 @@ def test_train_all_then_evaluate_writes_restoration_json_and_checkpoints_are_bou
   c = tiny_restore(data_dir)
   exp = experiment.Experiment.from_config(c)
   workdir = str(tmp_path / "run")
+  with pytest.raises(VQDefenseError, match="does not exist"):
+    experiment.evaluate(exp, workdir, train_missing=False)
+  os.makedirs(workdir)
   with pytest.raises(VQDefenseError, match="no checkpoint"):
     experiment.evaluate(exp, workdir, train_missing=False)
   params = experiment.train_all(exp, workdir)

@@ -66,8 +66,9 @@ def test_boxes_are_whole_cells_in_range_and_a_function_of_seed_and_index_alone()
 
 
 def test_bad_mosaic_settings_are_clear_errors():
-  with pytest.raises(VQDefenseError, match="mosaic.block"):
-    mosaic.Mosaic(block=0)
+  for block in (0, 1):  # a 1-pixel block would "restore" an unchanged image
+    with pytest.raises(VQDefenseError, match="mosaic.block"):
+      mosaic.Mosaic(block=block)
   with pytest.raises(VQDefenseError, match="mosaic.region"):
     mosaic.Mosaic(region="face")
   with pytest.raises(VQDefenseError, match="box_min <= box_max"):

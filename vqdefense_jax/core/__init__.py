@@ -1,8 +1,10 @@
-"""What every system shares (purify/, and the detection and restoration systems to come).
+"""What the three systems (purify/, detect/, restore/) share.
 
   config, cli    config files through `ml_collections.config_flags`; one-line errors, exit status 2
   errors         `VQDefenseError`: a problem the user can fix
-  files          the workdir, atomic JSON, outputs that appear all at once
+  systems        the systems by name: what train.py and evaluate.py call for each
+  workdir        a workdir belongs to one system and config; every check before anything is written
+  files          atomic JSON, locks, outputs that appear all at once
   parallel       stacks of models (leading model axis), the ('model', 'batch') device mesh
   distributed    several processes in one run: joining, a watchdog, failing together with one line
   coordinator    JAX's coordination service in a helper process that process 0 starts

@@ -152,19 +152,12 @@ def check(directory: str, record: dict[str, Any]) -> None:
     raise mismatch(directory, diff)
 
 
-def replace_stale(records: dict[str, dict[str, Any]], retrain: bool, lead: bool = True) -> None:
-  """Every checkpoint directory of `records` ({directory: record}) must have been made from its record.
-
-  Otherwise a one-line error before anything is written, or, with `retrain`, the directories that differ are
-  deleted (by the `lead` process only) so that they are trained again.
-  """
-  stale = {d: diff for d, record in records.items() if (diff := differences(d, record))}
-  if stale and not retrain:
-    raise mismatch(*next(iter(stale.items())))
-  if lead:
-    for directory, diff in stale.items():
-      log.warning("--retrain: deleting %s, made by another config (%s)", directory, "; ".join(diff[:3]))
-      shutil.rmtree(directory)
+def delete_stale(directories: list[str]) -> None:
+  """Delete checkpoint directories that another config made (`--retrain`; core/workdir.py found them), so that
+  they are trained again."""
+  for directory in directories:
+    log.warning("--retrain: deleting %s, made by another config", directory)
+    shutil.rmtree(directory)
 
 
 def restore_finished(directory: str, record: dict[str, Any], abstract_state: Any, num_steps: int, name: str) -> Any:
@@ -172,6 +165,8 @@ def restore_finished(directory: str, record: dict[str, Any], abstract_state: Any
   check(directory, record)
   state = restore(directory, abstract_state)
   step = int(np.asarray(state.step).reshape(-1)[0])
+  if step > num_steps:
+    raise VQDefenseError(f"{name}: checkpoint is at step {step}, beyond the configured {num_steps}; {RETRAIN_HINT}")
   if step != num_steps:
     raise VQDefenseError(f"{name}: checkpoint is at step {step} of {num_steps}; re-run train.py with the same "
                          "config and workdir to finish training")

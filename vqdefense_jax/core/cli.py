@@ -33,18 +33,6 @@ class Args:
 RETRAIN = {"retrain": "delete the checkpoints in the workdir that another config made, and train them again"}
 
 
-SYSTEMS = {"purify": None, "detect": "detection.json", "restore": "restoration.json"}  # name: its results file
-
-
-def system(config: ml_collections.ConfigDict | None) -> str:
-  """Which system a config belongs to: its `system` field ('detect', 'restore'), else 'purify' (purification
-  configs predate the field)."""
-  name = "purify" if config is None or "system" not in config else config.system
-  if name not in SYSTEMS:
-    raise VQDefenseError(f"system must be one of {', '.join(SYSTEMS)}, got {name!r}")
-  return name
-
-
 def parse(argv: list[str], description: str, switches: dict[str, str] | None = None,
           config_optional: bool = False) -> Args:
   """--config, --workdir, --config.<key>=<value> overrides, and the boolean `switches` {name: help}.

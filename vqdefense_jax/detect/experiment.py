@@ -38,9 +38,9 @@ from vqdefense_jax.core import files
 from vqdefense_jax.core import parallel
 from vqdefense_jax.core import report as draw
 from vqdefense_jax.core import training
+from vqdefense_jax.core import workdir as workdir_lib
 from vqdefense_jax.core.config import require
 from vqdefense_jax.core.errors import VQDefenseError
-from vqdefense_jax.core.metrics import MetricsLog
 from vqdefense_jax.detect import alae as alae_lib
 from vqdefense_jax.detect import augment
 from vqdefense_jax.detect import dcgan as dcgan_lib
@@ -365,15 +365,17 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
               ds: data_lib.Dataset | None = None) -> dict[str, Any]:
   """Train (or resume, or skip) the purification models (when eval needs them), ALAE, the DCGAN, then one
   detector per augmentation p; returns every model's params by name ('purify': (classifier, VQ-VAE stacks))."""
-  workdir = files.prepare_workdir(workdir)
+  workdir = workdir_lib.claim(workdir, "detect")
   ds = ds or data_lib.load_dataset(exp.data)
   records = {"alae": alae_record(exp, ds), "dcgan": dcgan_record(exp, ds)}
   records.update({f"detector_{v}": detector_record(exp, ds, v) for v in exp.variants})
-  checkpoints.replace_stale({os.path.join(workdir, "checkpoints", name): r for name, r in records.items()}, retrain)
-  files.write_json_atomic(os.path.join(workdir, "config.json"), exp.config)
+  steps = dict(alae=exp.alae.steps, dcgan=exp.dcgan.steps, **{f"detector_{v}": exp.detector.steps for v in exp.variants})
+  runs = {os.path.join(workdir, "checkpoints", name): (r, steps[name]) for name, r in records.items()}
+  # The purification models' checks too, before anything of either is written.
+  nested = (purify_lib.checked_runs(exp.purify, ds, purify_workdir(workdir)),) if exp.purify is not None else ()
+  metrics = workdir_lib.accept(workdir, exp.config, runs, retrain, also=nested)
   if exp.purify is not None:  # its own records, config.json and metrics, in its own directory
     purify_lib.train_all(exp.purify, purify_workdir(workdir), stop_at=stop_at, retrain=retrain, ds=ds)
-  metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
   shape = _image_shape(ds)
 
   step = alae_step(exp)
@@ -481,7 +483,7 @@ def fid(exp: Experiment, params: dict[str, Any], ds: data_lib.Dataset, fakes: di
 def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain: bool = False) -> dict[str, Any]:
   """AP and accuracy of every detector variant on every source, robustness to blur and JPEG, FID; writes the
   files."""
-  workdir = files.prepare_workdir(workdir)
+  workdir = workdir_lib.claim(workdir, "detect", create=train_missing)
   ds = data_lib.load_dataset(exp.data)
   try:
     params = load_trained(exp, workdir, ds)

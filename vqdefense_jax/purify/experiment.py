@@ -34,10 +34,10 @@ from vqdefense_jax.core import checkpoints
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
-from vqdefense_jax.core import files
 from vqdefense_jax.core import parallel
 from vqdefense_jax.core import tiles
 from vqdefense_jax.core import training
+from vqdefense_jax.core import workdir as workdir_lib
 from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.core.metrics import MetricsLog
@@ -350,6 +350,11 @@ def _unstack(run: Run, ts) -> list[training.TrainState]:
   return [ts] if run.sweep is None else [parallel.take(ts, i) for i in range(len(run.sweep.names))]
 
 
+def checked_runs(exp: Experiment, ds: data_lib.Dataset, workdir: str) -> dict[str, tuple[dict[str, Any], int]]:
+  """{checkpoint directory: (record, steps)} of every run, for core/workdir.py's checks."""
+  return {r.directory(workdir): (r.record, r.num_steps) for r in all_runs(exp, ds)}
+
+
 def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,
               ds: data_lib.Dataset | None = None) -> dict[str, dict[str, float]]:
   """Train (or resume, or skip when finished) every model of the experiment; returns test metrics.
@@ -358,14 +363,11 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   this is an error before anything is written, or, with `retrain`, those checkpoints are deleted and
   trained again. config.json is written once the run is accepted.
   """
-  workdir = files.prepare_workdir(workdir)
+  workdir = workdir_lib.claim(workdir, "purify")
   ds = ds or data_lib.load_dataset(exp.data)
   runs = all_runs(exp, ds)
   lead = jax.process_index() == 0  # on several hosts, one process writes the files (orbax coordinates itself)
-  checkpoints.replace_stale({r.directory(workdir): r.record for r in runs}, retrain, lead)
-  if lead:
-    files.write_json_atomic(os.path.join(workdir, "config.json"), exp.config)
-  metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl") if lead else None)
+  metrics = workdir_lib.accept(workdir, exp.config, checked_runs(exp, ds, workdir), retrain, lead)
   # On the device once for every model (fit would otherwise copy it per model).
   train_xy = (jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels))
   summary = {}
@@ -486,7 +488,7 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   """Train what is missing (with `train_missing`; `retrain` as in `train_all`), run the grid, write
   grid.json/npz, tables and figures. With `gate` = (Gate, detector params), every purifier is also measured as
   detect, then purify (the detection experiment passes its detector)."""
-  workdir = files.prepare_workdir(workdir)
+  workdir = workdir_lib.claim(workdir, "purify", create=train_missing)
   ds = data_lib.load_dataset(exp.data)
   missing = missing_checkpoints(exp, workdir, ds)
   if missing and train_missing:
@@ -495,6 +497,11 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
     train_all(exp, workdir, retrain=retrain, ds=ds)
   cls_params, stacks = load_trained(exp, workdir, ds)  # before anything is written
   return grid_report(exp, workdir, ds, cls_params, stacks, gate)
+
+
+def format_result(result: GridResult) -> str:
+  """The grid as evaluate.py prints it."""
+  return report.format_grid(result)
 
 
 def grid_report(exp: Experiment, workdir: str, ds: data_lib.Dataset, cls_params, stacks: dict[VQKind, Any],

@@ -55,9 +55,9 @@ from vqdefense_jax.core import files
 from vqdefense_jax.core import parallel
 from vqdefense_jax.core import report as draw
 from vqdefense_jax.core import training
+from vqdefense_jax.core import workdir as workdir_lib
 from vqdefense_jax.core.config import require
 from vqdefense_jax.core.errors import VQDefenseError
-from vqdefense_jax.core.metrics import MetricsLog
 from vqdefense_jax.restore import gan
 from vqdefense_jax.restore import gradcam
 from vqdefense_jax.restore import models
@@ -279,12 +279,14 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
               ds: data_lib.Dataset | None = None) -> dict[str, Any]:
   """Train (or resume, or skip when finished) the classifier and every restorer; returns their params by
   checkpoint name ('classifier', 'restorer_<variant>')."""
-  workdir = files.prepare_workdir(workdir)
+  workdir = workdir_lib.claim(workdir, "restore")
   ds = ds or data_lib.load_dataset(exp.data)
   wanted = records(exp, ds)
-  checkpoints.replace_stale({os.path.join(workdir, "checkpoints", name): r for name, r in wanted.items()}, retrain)
-  files.write_json_atomic(os.path.join(workdir, "config.json"), exp.config)
-  metrics = MetricsLog(os.path.join(workdir, "metrics.jsonl"))
+  steps = {restorer_name(v): exp.gan.steps for v in exp.variants}
+  if exp.classifier is not None:
+    steps["classifier"] = _classifier_run(exp, ds)[2]
+  metrics = workdir_lib.accept(workdir, exp.config, {os.path.join(workdir, "checkpoints", name): (r, steps[name])
+                                                     for name, r in wanted.items()}, retrain)
   out = {}
   if exp.classifier is not None:
     step, init, num_steps = _classifier_run(exp, ds)
@@ -371,7 +373,7 @@ def classifier_views(exp: Experiment, cls_params, x: np.ndarray, y: np.ndarray, 
 def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain: bool = False) -> dict[str, Any]:
   """PSNR/SSIM, Grad-CAM concentration and accuracy of every variant; writes restoration.json, tables and figures.
   Trains what is missing first when `train_missing` (`retrain` as in `train_all`)."""
-  workdir = files.prepare_workdir(workdir)
+  workdir = workdir_lib.claim(workdir, "restore", create=train_missing)
   ds = data_lib.load_dataset(exp.data)
   try:
     params = load_trained(exp, workdir, ds)

@@ -35,8 +35,8 @@ class Mosaic:
   box_max: float = 0.5
 
   def __post_init__(self):
-    if not 1 <= self.block <= 256:
-      raise VQDefenseError(f"mosaic.block must be in 1..256, got {self.block}")
+    if not 2 <= self.block <= 256:  # a block of 1 pixel changes nothing: there would be nothing to restore
+      raise VQDefenseError(f"mosaic.block must be in 2..256 (1 leaves the image unchanged), got {self.block}")
     if self.region not in REGIONS:
       raise VQDefenseError(f"mosaic.region must be one of {', '.join(REGIONS)}, not {self.region!r}")
     if not 0 < self.box_min <= self.box_max <= 1:
