@@ -178,7 +178,7 @@ SITUATIONS = {  # name: (scripts, setup(tmp_path, trained) -> argv, part of the 
         ("train",), lambda p, t: ["--config", _bad_file(p, "c.classifier.steps = 2.5")], "config file"),
     "config file misspells a key": (
         ("train",), lambda p, t: ["--config", _bad_file(p, "c.vqvae.codebok_sizes = (4,)")],
-        "unknown config key \"codebok_sizes\" (did you mean 'codebook_sizes'?)"),
+        "unknown config key 'codebok_sizes' (did you mean 'codebook_sizes'?)"),
     "config file raises": (("grid",), lambda p, t: ["--config", _bad_file(p, "1 / 0")], "ZeroDivisionError"),
     "config file not found": (("train",), lambda p, t: ["--config", str(p / "nope.py")], "not found"),
     "labels outside 0..9": (("train", "evaluate"), _labels_out_of_range, "labels of the offline data must be"),

@@ -66,18 +66,37 @@ def _split_name_lists(config: ml_collections.ConfigDict) -> None:
       config[key] = tuple(part.strip() for v in value for part in str(v).split(",") if part.strip())
 
 
+def _config_path(argv: list[str]) -> str:
+  for i, a in enumerate(argv):
+    if a.startswith(("--config=", "-config=")):
+      return a.split("=", 1)[1]
+    if a in ("--config", "-config") and i + 1 < len(argv):
+      return argv[i + 1]
+  return ""
+
+
+def _unknown_key(text: str, argv: list[str], path: str) -> str:
+  """'unknown config key ...' for ml_collections' message about a key a locked ConfigDict does not have (its
+  text holds quotes and escaped newlines): the override's full dotted key, and the suggestion, if any."""
+  hint = re.search(r'Did you mean \W*"(\w+)\W*" instead of \W*"(\w+)', text)
+  names = re.findall(r"\w+", text.replace("\\n", " ").split("Did you mean")[0])
+  key = hint.group(2) if hint else (names[-1] if names else text)
+  given = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+  full = next((g for g in given if key in g.split(".")), None)
+  suggestion = ""
+  if hint:
+    suggestion = f" (did you mean {(full.replace(key, hint.group(1)) if full else hint.group(1))!r}?)"
+  if full is not None:
+    return f"unknown config key {full!r}{suggestion}"
+  return f"config file {path}: unknown config key {key!r}{suggestion}"
+
+
 def _one_line(e: Exception, argv: list[str]) -> str:
   """One line that says what was wrong with the command line or the config file, without a traceback."""
-  path = next((a.split("=", 1)[1] for a in argv if a.startswith(("--config=", "-config="))), "")
+  path = _config_path(argv)
   text = " ".join(str(e).split())
-  if isinstance(e, AttributeError):  # a locked ConfigDict: an unknown key, in the file or in an override
-    key = text.strip("'\"")
-    if key.startswith("Key "):
-      hint = re.search(r'Did you mean "(\w+)"', text)
-      return (f"config file {path}: unknown config key {text.split()[1]}"
-              + (f" (did you mean {hint.group(1)!r}?)" if hint else ""))
-    given = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
-    return f"unknown config key {next((g for g in given if key in g.split('.')), key)!r}"
+  if isinstance(e, (AttributeError, KeyError)):  # a locked ConfigDict: an unknown key, in the file or an override
+    return _unknown_key(str(e), argv, path)
   m = re.match(r"flag --config\.([\w.]+)=(.*?): (.*)$", text)
   if m:
     key, value, reason = m.groups()
