@@ -3,7 +3,8 @@
   python evaluate.py --grid                      # quick config, runs/quick: trains what is missing first
   python evaluate.py --grid --config configs/purify/paper.py
   python evaluate.py --config configs/purify/quick.py   # the same grid on finished checkpoints only
-  python evaluate.py --plot-only --workdir DIR   # tables and figures again, from DIR/grid.json + grid.npz
+  python evaluate.py --plot-only --workdir DIR   # tables and figures again, from DIR's results (grid.json + grid.npz,
+                                                 # restoration.json + restoration.npz)
   python evaluate.py --grid --retrain ...       # replace checkpoints in the workdir that another config made
   python evaluate.py --config configs/detect/quick.py --workdir W   # detection: AP and accuracy per source
   python evaluate.py --config configs/restore/quick.py --workdir W  # restoration: PSNR, SSIM, Grad-CAM
@@ -17,7 +18,7 @@ import sys
 from vqdefense_jax.core import cli
 
 SWITCHES = {"grid": "train any missing or unfinished checkpoint first, then evaluate",
-            "plot-only": "only regenerate tables and figures from WORKDIR/grid.json and grid.npz", **cli.RETRAIN}
+            "plot-only": "only regenerate tables and figures from the results in WORKDIR (purification, restoration)", **cli.RETRAIN}
 
 
 def main(argv: list[str]) -> int:
@@ -32,14 +33,12 @@ def main(argv: list[str]) -> int:
     if args.switches["retrain"] and not args.switches["grid"]:
       raise VQDefenseError("--retrain trains: use it with --grid (or with train.py)")
     if args.switches["plot-only"]:
-      from vqdefense_jax.purify import report
-      from vqdefense_jax.purify.results import GridResult
-      if (held := workdir_lib.owner(os.path.abspath(args.workdir))) not in (None, "purify"):
-        raise VQDefenseError(f"--plot-only redraws a purification grid (grid.json); {os.path.abspath(args.workdir)} "
-                             f"holds a {held} run: run evaluate.py with its --config and --workdir again")
-      result = GridResult.load(os.path.abspath(args.workdir))  # the workdir exists if this returns
-      with files.locked(args.workdir) as workdir:
-        written = report.render(result, workdir)
+      workdir = os.path.abspath(args.workdir)
+      if not os.path.isdir(workdir):
+        raise VQDefenseError(f"workdir {workdir} does not exist: --plot-only redraws the results evaluate.py wrote there")
+      system = systems.SYSTEMS[workdir_lib.owner(workdir) or "purify"]
+      with files.locked(workdir):
+        written = system.experiment.replot(workdir)
       print(f"wrote {len(written)} files to {workdir}")
       return
     system, exp, lead = systems.start(args.config)

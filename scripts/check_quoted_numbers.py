@@ -59,8 +59,8 @@ def restore_quotes() -> list[Quote]:
   out.append(Quote("RESULTS.md", sec, "Clean accuracy of the classifier", 0, ("accuracy", "clean")))
   out.append(Quote("configs/restore/quick.py", "", "Over the box, PSNR", 0, ("psnr", "cbam", "mosaic", "box"), f2))
   out.append(Quote("configs/restore/quick.py", "", "Over the box, PSNR", 1, ("ssim", "cbam", "mosaic", "box")))
-  out.append(Quote("configs/restore/quick.py", "", "for the mosaic;", 0, ("psnr", "cbam", "restored", "box"), f2))
-  out.append(Quote("configs/restore/quick.py", "", "for the mosaic;", 1, ("ssim", "cbam", "restored", "box")))
+  out.append(Quote("configs/restore/quick.py", "", "mosaic; ", 0, ("psnr", "cbam", "restored", "box"), f2))
+  out.append(Quote("configs/restore/quick.py", "", "mosaic; ", 1, ("ssim", "cbam", "restored", "box")))
   out.append(Quote("configs/restore/quick.py", "", "Classifier accuracy", 0, ("accuracy", "clean")))
   out.append(Quote("configs/restore/quick.py", "", "Classifier accuracy", 1, ("accuracy", "mosaic")))
   return out

@@ -17,6 +17,7 @@ equal §1b's; the restorer keeps 0.960 / 0.952 / 0.904 / 0.728 under grey-box PG
 """
 
 from configs.purify import attacks_cpu
+from vqdefense_jax.restore import purifier as _restorer  # noqa: F401  registers 'restorer' and its config section
 
 
 def get_config():

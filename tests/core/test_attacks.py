@@ -30,6 +30,7 @@ def test_fgsm_stays_in_the_eps_ball_and_in_the_unit_box():
   np.testing.assert_array_equal(x_adv[0], x)
 
 
+@pytest.mark.slow
 def test_fgsm_over_an_eps_vector_equals_fgsm_at_each_eps():
   f, x, y = _setup()
   eps = jnp.array([0.0, 0.04, 0.16, 0.3])
@@ -38,6 +39,7 @@ def test_fgsm_over_an_eps_vector_equals_fgsm_at_each_eps():
     np.testing.assert_array_equal(together[i], attacks.fgsm(f, x, y, e[None])[0])
 
 
+@pytest.mark.slow
 def test_fgsm_sign_matches_the_analytic_gradient_of_a_linear_model():
   w = jax.random.normal(jax.random.key(3), (4, 3))
   f = lambda v: v.reshape(v.shape[0], -1) @ w
@@ -48,6 +50,7 @@ def test_fgsm_sign_matches_the_analytic_gradient_of_a_linear_model():
   np.testing.assert_array_equal(attacks.fgsm_sign(f, x, y), jnp.sign(grad).reshape(x.shape))
 
 
+@pytest.mark.slow
 def test_fgsm_raises_the_loss():
   f, x, y = _setup()
   ce = lambda v: float(jnp.mean(-jax.nn.log_softmax(f(v))[jnp.arange(6), y]))
@@ -75,6 +78,7 @@ def test_pgd_with_one_step_of_size_eps_and_no_random_start_is_fgsm():
     np.testing.assert_array_equal(attacks.run(one, f, x, y, eps, purify=p), attacks.run(single, f, x, y, eps, purify=p))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow)
                                   if "_" in n or n in attacks.ITEM_METHODS else n for n in attacks.ATTACKS])
 def test_every_attack_stays_in_the_eps_ball_and_the_unit_box(name):
@@ -93,6 +97,7 @@ def test_every_attack_stays_in_the_eps_ball_and_the_unit_box(name):
   assert float(jnp.abs(x_adv[2] - x).max()) > (0.0 if attack.method == "fabt" else 0.1)
 
 
+@pytest.mark.slow
 def test_bpda_gradient_is_the_classifier_gradient_at_the_purified_point():
   f, x, y = _setup()
   p = _purifier()
@@ -120,6 +125,7 @@ def test_pgd_random_start_depends_on_the_image_index_not_on_the_batch():
   assert not np.allclose(whole, other_key)
 
 
+@pytest.mark.slow
 def test_pgd_is_at_least_as_strong_as_fgsm_here():
   f, x, y = _setup()
   eps = jnp.array([0.1])
@@ -166,6 +172,7 @@ def test_apgd_checkpoints_follow_croce_and_hein():
   assert attacks.apgd_checkpoints(100) == (0, 22, 41, 57, 70, 80, 87, 93, 99)
 
 
+@pytest.mark.slow
 def test_apgd_keeps_its_best_loss_and_stays_in_the_ball_and_the_box():
   f, x, y = _setup()
   eps = jnp.array([0.05, 0.3])
@@ -182,6 +189,7 @@ def test_apgd_keeps_its_best_loss_and_stays_in_the_ball_and_the_box():
   assert np.all(best[-1] >= best[0])
 
 
+@pytest.mark.slow
 def test_apgd_halves_its_step_only_at_checkpoints_when_progress_stalls():
   x = jax.random.uniform(jax.random.key(0), (3, 2, 2, 3))
   y = jnp.zeros(3, jnp.int32)
@@ -199,6 +207,7 @@ def test_apgd_halves_its_step_only_at_checkpoints_when_progress_stalls():
   assert np.all(np.asarray(tr["eta"])[:3] == 0.02)
 
 
+@pytest.mark.slow
 def test_apgd_finds_the_optimum_of_a_linear_model():
   w, f = _linear(k=2, d=12)
   x = jax.random.uniform(jax.random.key(2), (4, 2, 2, 3), minval=0.2, maxval=0.8)
@@ -212,6 +221,7 @@ def test_apgd_finds_the_optimum_of_a_linear_model():
     np.testing.assert_allclose(x_adv, best, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_apgd_through_run_and_its_names():
   a = attacks.Attack("ste_apgd", steps=5, loss="dlr", restarts=3)
   assert a.iterative and a.white_box and a.method == "apgd" and a.grey_box().name == "apgd"

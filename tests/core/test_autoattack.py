@@ -52,6 +52,7 @@ def _accuracy(f, x_adv, y) -> float:
 
 # --- Square --------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_square_stays_in_the_ball_and_the_box_and_its_margin_never_increases():
   f, _, x, y = _linear()
   x = x.at[0].set(jnp.clip(x[0] * 3 - 1, 0, 1))             # some pixels at the box's edges
@@ -66,6 +67,7 @@ def test_square_stays_in_the_ball_and_the_box_and_its_margin_never_increases():
   assert float((history[0] - history[-1]).max()) > 0          # it searched
 
 
+@pytest.mark.slow
 def test_square_breaks_an_undefended_linear_model():
   f, _, x, y = _linear()
   eps_N, key_N = _items(x, 0.2)
@@ -73,6 +75,7 @@ def test_square_breaks_an_undefended_linear_model():
   assert _accuracy(f, x_adv, y) == 0.0 and bool(jnp.all(m <= 0))
 
 
+@pytest.mark.slow
 def test_square_needs_no_gradient_where_pgd_is_stopped_by_a_masked_one():
   f, _, x, y = _linear()
   eps = jnp.array([0.1])
@@ -96,6 +99,7 @@ def test_square_schedule_and_window_follow_the_paper():
   assert side(0) == round((0.8 * 24 * 24) ** 0.5) == 21 and side(9999) == 1
 
 
+@pytest.mark.slow
 def test_square_depends_on_the_item_not_on_the_rest_of_its_batch():
   f, _, x, y = _linear()
   eps_N, key_N = _items(x, 0.05)
@@ -104,6 +108,7 @@ def test_square_depends_on_the_item_not_on_the_rest_of_its_batch():
   np.testing.assert_allclose(part, whole[np.array([7, 2, 9])], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_square_items_queries_only_live_items_padded_to_the_next_size():
   """Each query runs on the live items only (the first `batch` of them), padded to the smallest of
   items.sizes(batch) that holds them; the result does not depend on the batch."""
@@ -130,6 +135,7 @@ def test_square_items_queries_only_live_items_padded_to_the_next_size():
   np.testing.assert_array_equal(np.asarray(out[8][0])[~fooled], np.asarray(x)[~fooled])
 
 
+@pytest.mark.slow
 def test_square_runs_at_its_own_batch_not_the_gradient_attacks():
   """attacks.run: Square's queries take `query_batch` items at a time, not the gradient attacks' `batch`;
   attack.batch, when set, overrides both."""
@@ -158,6 +164,7 @@ def test_targeted_dlr_is_the_formula_and_targets_come_in_rank_order():
     attacks.dlr_targeted(z[:, :3], jnp.array([0]), jnp.array([1]))
 
 
+@pytest.mark.slow
 def test_apgd_t_fools_a_linear_model_within_the_ball():
   f, _, x, y = _linear()
   eps_N, key_N = _items(x, 0.1)
@@ -172,6 +179,7 @@ def test_apgd_t_fools_a_linear_model_within_the_ball():
 
 # --- FAB-T -----------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_projection_linf_is_the_smallest_linf_step_onto_the_hyperplane_in_the_box():
   rng = np.random.default_rng(0)
   for d in (1, 2, 5, 8):
@@ -188,6 +196,7 @@ def test_projection_linf_is_the_smallest_linf_step_onto_the_hyperplane_in_the_bo
       assert abs(w_i @ (t_i + step) - b_i) < 1e-4 and (t_i + step).min() > -1e-6 and (t_i + step).max() < 1 + 1e-6
 
 
+@pytest.mark.slow
 def test_fab_finds_the_smallest_perturbation_of_a_linear_model():
   f, w, x, y = _linear(num_classes=2)
   dist_true = jnp.abs(f(x) @ jnp.array([1.0, -1.0])) / jnp.abs(w[:, 0] - w[:, 1]).sum()   # |g(x)| / ‖∇g‖₁
@@ -198,6 +207,7 @@ def test_fab_finds_the_smallest_perturbation_of_a_linear_model():
   assert bool(jnp.all(dist <= dist_true * 1.05)), (dist / dist_true)     # within FAB's 5% overshoot
 
 
+@pytest.mark.slow
 def test_fab_t_counts_only_what_it_found_within_eps():
   f, w, x, y = _linear(num_classes=2)
   dist_true = jnp.abs(f(x) @ jnp.array([1.0, -1.0])) / jnp.abs(w[:, 0] - w[:, 1]).sum()
@@ -216,6 +226,7 @@ def _suite(f, forward, x, y, eps: float, batch: int = 0, queries: int = 200):
                                targets=3, queries=queries, batch=batch)
 
 
+@pytest.mark.slow
 def test_the_suite_stops_at_the_first_member_that_fools():
   f, _, x, y = _linear()
   x_adv, by = _suite(f, f, x, y, 0.3)
@@ -251,6 +262,7 @@ def test_the_suite_does_not_depend_on_how_items_are_batched():
   np.testing.assert_allclose(whole, part, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_compact_runs_only_on_active_items_and_keeps_the_rest():
   calls = []
   fn = lambda a: (calls.append(a["v"].shape) or a["v"] * 10.0)
@@ -291,6 +303,7 @@ def test_run_gives_each_item_attack_and_the_suite_outcomes_on_the_eps_vector():
       attacks.run(attacks.Attack(name), f, x, y, eps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["square", "autoattack"])
 def test_images_left_out_of_attack_b_come_back_unchanged_and_the_rest_as_if_alone(name):
   """The grid leaves a chunk's padding out (attack_B): it costs nothing, and the real images' results do not

@@ -6,7 +6,6 @@ are test_multiprocess.py."""
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -33,6 +32,7 @@ def _ended_within(helper: subprocess.Popen, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_the_helper_serves_a_client_and_ends_soon_after_a_normal_end():
   port = free_port()
   helper = coordinator.start(f"127.0.0.1:{port}", 1, timeout=10)
@@ -51,6 +51,7 @@ def test_the_helper_serves_a_client_and_ends_soon_after_a_normal_end():
     helper.kill()
 
 
+@pytest.mark.slow
 def test_the_helper_outlives_a_process_0_that_died_long_enough_for_the_others_to_name_it():
   helper = coordinator.start(f"127.0.0.1:{free_port()}", 2, timeout=1)
   try:
@@ -61,6 +62,7 @@ def test_the_helper_outlives_a_process_0_that_died_long_enough_for_the_others_to
     helper.kill()
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_one_clear_error():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -85,6 +87,7 @@ def test_only_process_0_starts_the_service(monkeypatch, process_id):
   assert helper is None and kwargs == {"num_processes": 4, "process_id": process_id}
 
 
+@pytest.mark.slow
 def test_process_0_leaves_the_coordinator_port_to_the_helper(monkeypatch):
   port = free_port()
   monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", f"127.0.0.1:{port}")

@@ -231,6 +231,7 @@ def _counting_data_source(tfds, monkeypatch):
   return read
 
 
+@pytest.mark.slow
 def test_tfds_source_under_mock_data(monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
   read = _counting_data_source(tfds, monkeypatch)
@@ -305,6 +306,7 @@ def test_other_datasets_need_the_tfds_source_and_purification_needs_mnist():
     experiment.Experiment.from_config(c)
 
 
+@pytest.mark.slow
 def test_rgb_faces_through_tfds_under_mock_data(monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
   read = _counting_data_source(tfds, monkeypatch)
@@ -363,6 +365,7 @@ def test_tfds_info_finds_the_test_split_and_the_class_labels(monkeypatch):
   assert data._tfds_info(tfds, "cifar100", None) == (True, 0)    # more classes than the classifier has
 
 
+@pytest.mark.slow
 def test_a_dataset_without_a_test_split_holds_out_the_last_tenth_of_train(monkeypatch):
   tfds = pytest.importorskip("tensorflow_datasets")
   monkeypatch.setattr(data, "_tfds_info", lambda *a: (False, 0))
@@ -394,6 +397,7 @@ def test_the_same_pixels_under_two_dataset_names_have_two_digests(monkeypatch):
     data.load_dataset(_cfg(source="tfds", dataset="imdb_reviews", image_size=8))
 
 
+@pytest.mark.slow
 def test_images_of_several_sizes_keep_their_order_and_many_records_show_progress(monkeypatch, capsys):
   tfds = pytest.importorskip("tensorflow_datasets")
   rng = np.random.default_rng(3)

@@ -29,6 +29,7 @@ CASES = [  # (flax module, ours, input shape)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flax_cls,ours_cls,kwargs,shape", CASES)
 def test_same_parameters_values_and_gradients_as_flax(flax_cls, ours_cls, kwargs, shape):
   ref, ours = flax_cls(**kwargs), ours_cls(**kwargs)
@@ -50,6 +51,7 @@ def _conv_dim_labels(fn, *args) -> list[str]:
   return re.findall(r"convolution\(.*?dim_labels=(\S+?),", hlo)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA:CPU's convolution canonicalisation")
 def test_input_gradients_inside_a_scan_are_canonical_convolutions():
   """In a loop body XLA:CPU runs only NHWC/HWIO/NHWC convolutions on its fast kernels; Flax's own layers give
@@ -72,6 +74,7 @@ def test_unsupported_transpose_settings_are_one_clear_error():
     layers.ConvTranspose(4, (2, 2), transpose_kernel=True).init(jax.random.key(0), jnp.zeros((1, 4, 4, 2)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stride,padding,shape", [(1, ((1, 1), (1, 1)), (2, 7, 7, 3)),
                                                   (2, ((1, 1), (1, 1)), (2, 6, 6, 3)),
                                                   ((3, 2), ((0, 2), (1, 0)), (2, 8, 7, 3)),
@@ -89,6 +92,7 @@ def test_col2im_input_gradient_is_the_transposed_convolutions(stride, padding, s
   np.testing.assert_allclose(layers.col2im_input_gradient(op, x.shape, w, g), vjp(g)[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_max_pool_2x2_has_flax_values_and_gradient_with_ties_and_odd_sizes():
   """Same values as nn.max_pool, and the gradient goes to the first maximum of each window, like Flax's: MNIST's
   flat background makes ties the common case, and another rule changes FGSM's signs."""

@@ -7,6 +7,7 @@ from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.core.tiles import merge, split
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("k", [1, 2, 3, 4, 6])
 def test_split_then_merge_is_identity_and_tiles_are_the_right_pixels(k):
   x = jax.random.uniform(jax.random.key(k), (3, 24, 24, 2))

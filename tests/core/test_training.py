@@ -81,6 +81,7 @@ def _gan_fit(tmp_path, tag, num_steps=10, stop_at=None):
                       checkpoint_every=4, log_every=2, stop_at=stop_at)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [4, 7])  # killed at a checkpoint, and between two (work is redone)
 def test_two_player_gan_with_host_jpeg_resumes_bit_identical(tmp_path, stop_at):
   full = _gan_fit(tmp_path, "full")
@@ -113,12 +114,14 @@ def _classifier_fit(tmp_path, tag, stop_at=None, num_steps=10):
                       log_every=4, stop_at=stop_at)
 
 
+@pytest.mark.slow
 def test_classifier_resume_with_dropout_is_bit_identical(tmp_path):
   full = _classifier_fit(tmp_path, "full")
   _classifier_fit(tmp_path, "resumed", stop_at=5)
   chex.assert_trees_all_equal(_classifier_fit(tmp_path, "resumed"), full)
 
 
+@pytest.mark.slow
 def test_checkpoint_round_trip_and_clear_errors(tmp_path):
   ts = _classifier_fit(tmp_path, "ck", num_steps=4)
   abstract = jax.eval_shape(lambda: ts)
@@ -138,6 +141,7 @@ def test_checkpoint_round_trip_and_clear_errors(tmp_path):
     checkpoints.restore(str(tmp_path / "ck"), abstract)
 
 
+@pytest.mark.slow
 def test_equal_steps_share_one_compilation(tmp_path):
   training.compiled_step.clear_cache()
   _classifier_fit(tmp_path, "a", num_steps=2)
@@ -246,6 +250,7 @@ def test_checkpoints_are_bound_to_their_record(tmp_path):
   assert checkpoints.latest_step(str(tmp_path / "toy")) == 4  # untouched
 
 
+@pytest.mark.slow
 def test_releasing_compiled_code_frees_its_memory_maps():
   """The suite stays under Linux's vm.max_map_count only because dropping jit caches unmaps executables."""
   import conftest

@@ -49,6 +49,7 @@ def watch(monkeypatch):
   return client, reasons, thread
 
 
+@pytest.mark.slow
 def test_a_silent_process_is_named_within_the_timeout(watch):
   client, reasons, thread = watch
   thread.join(timeout=5)
@@ -64,6 +65,7 @@ def test_a_failed_process_is_named_at_once(watch):
   assert reasons == ["process 1 failed: ValueError: bad input"]
 
 
+@pytest.mark.slow
 def test_a_process_that_finished_is_not_taken_for_dead_and_the_watchdog_stops_when_told(watch):
   client, reasons, thread = watch
   client.key_value_set(distributed.DONE + "1", "1")  # process 1 done: it beats no more

@@ -110,8 +110,11 @@ def test_evaluate_without_grid_does_not_create_a_missing_workdir(tmp_path, data_
   assert "does not exist" in _one_line_error(capsys) and not missing.exists()
 
 
-def test_plot_only_on_a_detection_workdir_says_what_it_redraws(tmp_path, capsys):
-  (tmp_path / "config.json").write_text(json.dumps({"system": "detect"}))
-  assert evaluate.main(["--plot-only", "--workdir", str(tmp_path)]) == 2
-  message = _one_line_error(capsys)
-  assert "holds a detect run" in message and "--grid" not in message
+def test_plot_only_without_a_workdir_or_results_is_a_one_line_error(tmp_path, capsys):
+  assert evaluate.main(["--plot-only", "--workdir", str(tmp_path / "missing")]) == 2
+  assert "does not exist" in _one_line_error(capsys) and not (tmp_path / "missing").exists()
+  for system, results in (("detect", "detection.json"), ("restore", "restoration.json")):
+    (tmp_path / "config.json").write_text(json.dumps({"system": system}))
+    assert evaluate.main(["--plot-only", "--workdir", str(tmp_path)]) == 2
+    message = _one_line_error(capsys)
+    assert f"no {results}" in message and "--grid" not in message

@@ -37,6 +37,7 @@ def _changed(before: alae.ALAEParams, after: alae.ALAEParams) -> set[str]:
   return {g for g in GROUPS if differs(getattr(before, g), getattr(after, g))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(24, 24, 1), (16, 16, 3)])
 def test_output_shapes_and_pixel_range_for_any_image_shape(shape):
   step = alae.ALAEStep(latent=8, hidden=32, seed=1)
@@ -59,6 +60,7 @@ def test_output_shapes_and_pixel_range_for_any_image_shape(shape):
   assert len(params.mapping) == 6 and len(params.discriminator) == 3
 
 
+@pytest.mark.slow
 def test_one_step_has_finite_losses_and_loss_is_their_sum():
   state = TINY.init(SHAPE)
   new, m = training.compiled_step(TINY, state, np.arange(8), _images(), LABELS, None)
@@ -69,6 +71,7 @@ def test_one_step_has_finite_losses_and_loss_is_their_sum():
   assert int(new.step) == 1 and _changed(state.params, new.params) == set(GROUPS)
 
 
+@pytest.mark.slow
 def test_init_is_a_function_of_the_seed_and_bad_shapes_are_clear_errors():
   chex.assert_trees_all_equal(TINY.init(SHAPE), TINY.init(SHAPE))
   same = alae.ALAEStep(latent=4, mapping_layers=2, hidden=16, seed=0)
@@ -86,6 +89,7 @@ def test_init_is_a_function_of_the_seed_and_bad_shapes_are_clear_errors():
     TINY(TINY.init(SHAPE), np.arange(4), _images(8, (9, 9, 1)), None)
 
 
+@pytest.mark.slow
 def test_r1_penalty_of_critics_with_known_gradients():
   x = _images(4, (5, 5, 2))
   a = jnp.asarray(np.random.default_rng(3).normal(size=(5, 5, 2)), jnp.float32)
@@ -95,6 +99,7 @@ def test_r1_penalty_of_critics_with_known_gradients():
   np.testing.assert_allclose(alae.r1_penalty(quadratic, x), 4 * jnp.sum(x * x, axis=(1, 2, 3)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_r1_of_the_network_is_per_example_and_enters_the_d_loss_with_gamma_over_two():
   state = TINY.init(SHAPE)
   x_pm = alae.to_alae(_images(6))
@@ -119,6 +124,7 @@ def test_r1_of_the_network_is_per_example_and_enters_the_d_loss_with_gamma_over_
   np.testing.assert_allclose(m10["r1"], jnp.mean(r1(critic, alae.to_alae(x))), rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("separate_adam", [False, True])
 def test_each_update_changes_only_its_own_networks(separate_adam):
   step = alae.ALAEStep(latent=4, mapping_layers=2, hidden=16, separate_adam=separate_adam, seed=0)
@@ -139,6 +145,7 @@ def test_each_update_changes_only_its_own_networks(separate_adam):
   assert opt_changed(ae) == ({"opt_ae"} if separate_adam else {"opt_d", "opt_g"})
 
 
+@pytest.mark.slow
 def test_a_step_is_the_three_updates_in_turn_each_on_the_last_ones_params():
   state, x = TINY.init(SHAPE), _images()
   idx = np.arange(8, 16)
@@ -160,6 +167,7 @@ def _fit(tmp_path, tag, stop_at=None):
                       log_every=3, stop_at=stop_at)
 
 
+@pytest.mark.slow
 def test_fit_trains_it_and_a_resumed_run_is_bit_identical(tmp_path):
   full = resumes_bit_identically(lambda tag, stop_at=None: _fit(tmp_path, tag, stop_at))
   assert _changed(TINY.init(SHAPE).params, full.params) == set(GROUPS)
@@ -175,6 +183,7 @@ def _blocks(n=256, seed=0):
   return x
 
 
+@pytest.mark.slow
 def test_a_short_run_compiles_once_learns_the_latent_regression_and_moves_samples_toward_the_data():
   """800 steps (a few seconds), traced once. For seeds 0-7 the pixel-space Fréchet distance of samples to the
   data fell 3× or more and the latent loss 5× or more; the test asks for 2× at seed 0."""
@@ -232,6 +241,7 @@ def test_frechet_distance_survives_singular_covariances_and_rejects_bad_input():
     alae.frechet_distance(feats_a[:1], feats_b)
 
 
+@pytest.mark.slow
 def test_classifier_features_are_the_penultimate_activations_and_leave_the_logits_unchanged():
   params = classifier.init_params(0, 24)
   x = _images(5, (24, 24, 1))

@@ -40,6 +40,7 @@ def _changed(before: dcgan.DCGANParams, after: dcgan.DCGANParams) -> set[str]:
   return {g for g in GROUPS if _differs(getattr(before, g), getattr(after, g))}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(24, 24, 1), (16, 16, 3)])
 def test_output_shapes_and_pixel_range_for_any_image_shape(shape):
   step = dcgan.DCGANStep(latent=8, width=4, seed=1)
@@ -58,6 +59,7 @@ def test_output_shapes_and_pixel_range_for_any_image_shape(shape):
     dcgan.sample(params, jax.random.key(0), 5, (h, w, c + 1))
 
 
+@pytest.mark.slow
 def test_init_is_a_function_of_the_seed_and_bad_shapes_are_clear_errors():
   chex.assert_trees_all_equal(TINY.init(SHAPE), TINY.init(SHAPE))
   same = dcgan.DCGANStep(latent=8, width=8, seed=0)
@@ -76,6 +78,7 @@ def test_init_is_a_function_of_the_seed_and_bad_shapes_are_clear_errors():
     dcgan.DCGANStep(learning_rate=0.0)
 
 
+@pytest.mark.slow
 def test_each_update_changes_only_its_own_network_and_adam_state():
   state, key = TINY.init(SHAPE), jax.random.key(1)
   d_update, g_update = _updates(TINY)
@@ -90,6 +93,7 @@ def test_each_update_changes_only_its_own_network_and_adam_state():
   np.testing.assert_allclose(m_g["g_loss"], np.log(2), atol=0.3)
 
 
+@pytest.mark.slow
 def test_a_step_is_the_two_updates_in_turn_and_loss_is_their_sum():
   state, x = TINY.init(SHAPE), _images()
   idx = np.arange(8, 16)
@@ -114,6 +118,7 @@ def _fit(tmp_path, tag, stop_at=None):
                       checkpoint_every=3, log_every=3, stop_at=stop_at)
 
 
+@pytest.mark.slow
 def test_fit_trains_it_and_a_resumed_run_is_bit_identical(tmp_path):
   full = resumes_bit_identically(lambda tag, stop_at=None: _fit(tmp_path, tag, stop_at))
   assert _changed(TINY.init(SHAPE).params, full.params) == set(GROUPS)
@@ -126,6 +131,7 @@ def _squares(n=256, size=8, seed=0):
   return x
 
 
+@pytest.mark.slow
 def test_a_short_run_compiles_once_and_moves_the_mean_sample_to_the_data_mean():
   """200 steps at lr 1e-3 (DCGAN's 2e-4 needs far more steps), traced once. For seeds 0-5 the squared distance of
   the mean of 256 samples to the data mean fell from ~12.3 to 0.05-0.43; the test asks for 10× at seed 0."""

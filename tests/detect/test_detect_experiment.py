@@ -3,6 +3,7 @@ AP and accuracy per variant and source; checkpoints are bound to their config.""
 
 import json
 import os
+import shutil
 
 import chex
 import numpy as np
@@ -17,6 +18,7 @@ from vqdefense_jax.core import data as data_lib
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.detect import config as detect_config
 from vqdefense_jax.detect import experiment
+from vqdefense_jax.detect.results import DetectionResult
 
 
 def tiny_detect(data_dir: str):
@@ -99,6 +101,19 @@ def test_train_then_evaluate_writes_the_detection_table(config_file, tmp_path, c
     g = json.load(f)
   assert g["axes"]["purifier"] == ["no_split", "split", "detect_no_split", "detect_split"]
   assert r["gate"]["detector"] == "adversarial"
+  # The json + npz round trip, and --plot-only from them alone: the same tables, every figure.
+  loaded = DetectionResult.load(workdir)
+  assert loaded.to_json() == r and set(loaded.figures) == {"reals", "interpolations", "alae_grid"} | {
+      f"fakes/{s}" for s in r["sources"]}
+  only = tmp_path / "only"
+  only.mkdir()
+  for name in ("config.json", "detection.json", "detection.npz"):
+    shutil.copy(os.path.join(workdir, name), only / name)
+  assert evaluate.main(["--plot-only", "--workdir", str(only)]) == 0
+  for name in ("table_detection.md", "table_robustness.md", "fig_detection_ap.png", "fakes.png", "interpolations.png",
+               "alae_samples.png"):
+    assert (only / name).exists(), name
+  assert (only / "table_detection.md").read_text() == open(os.path.join(workdir, "table_detection.md")).read()
   # Another ALAE learning rate: the checkpoints are refused, naming the field, and nothing is retrained.
   assert train.main(["--config", config_file, "--workdir", workdir, "--config.alae.learning_rate=0.01"]) == 2
   assert "alae.learning_rate: 0.002 -> 0.01" in capsys.readouterr().err
@@ -110,6 +125,7 @@ def test_train_then_evaluate_writes_the_detection_table(config_file, tmp_path, c
                      "--retrain"]) == 0
 
 
+@pytest.mark.slow
 def test_the_gate_detector_trains_on_fgsm_examples_within_their_epsilon(data_dir):
   exp = experiment.Experiment.from_config(tiny_detect(data_dir))
   ds = data_lib.load_dataset(exp.data)

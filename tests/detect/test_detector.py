@@ -4,11 +4,13 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vqdefense_jax.core import training
 from vqdefense_jax.detect import detector
 
 
+@pytest.mark.slow
 def test_one_logit_per_image_for_any_shape():
   for shape in ((24, 24, 1), (28, 28, 1), (64, 64, 3)):
     model = detector.Detector((8, 16))
@@ -19,6 +21,7 @@ def test_one_logit_per_image_for_any_shape():
   assert detector.num_params(detector.init_params(detector.Detector(), 0, (24, 24, 1))) < 200_000
 
 
+@pytest.mark.slow
 def test_the_step_compiles_once_and_learns_bright_versus_dark():
   rng = np.random.default_rng(0)
   y = rng.integers(0, 2, 64).astype(np.int32)

@@ -41,6 +41,7 @@ def _check_samples(fakes, n, shape):
   chex.assert_tree_all_finite(fakes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", SHAPES)
 def test_alae_trains_and_samples_rgb(shape):
   params = _check_step(ALAE, shape, _images(8, shape), {"loss", "d_loss", "g_loss", "latent_loss", "r1"})
@@ -48,12 +49,14 @@ def test_alae_trains_and_samples_rgb(shape):
   _check_samples(alae.reconstruct(params, _images(3, shape, 1)), 3, shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", SHAPES)
 def test_dcgan_trains_and_samples_rgb(shape):
   params = _check_step(DCGAN, shape, _images(8, shape), {"loss", "d_loss", "g_loss"})
   _check_samples(dcgan.sample(params, jax.random.key(0), 5, shape), 5, shape)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", SHAPES)
 def test_detector_trains_and_scores_rgb(shape):
   step = detector.DetectorStep(MODEL, training.OptimizerSpec("adam", 3e-3))
@@ -67,6 +70,7 @@ def test_detector_trains_and_scores_rgb(shape):
   assert p.dtype == np.float32 and np.all((p >= 0) & (p <= 1))
 
 
+@pytest.mark.slow
 def test_rgb_faces_from_tfds_feed_the_generators_and_the_detector():
   tfds = pytest.importorskip("tensorflow_datasets")
   with tfds.testing.mock_data(num_examples=8):

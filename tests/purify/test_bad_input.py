@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import evaluate
 import train
-from conftest import synthetic_mnist, write_tiny_config_file
+from conftest import synthetic_mnist
 from vqdefense_jax.core import cli, files
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify import config as purify_config
@@ -114,6 +114,7 @@ VALUES = [  # (override, part of the message); each is tried with train.py, eval
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,message", VALUES, ids=[v[0] for v in VALUES])
 def test_bad_value(trained, workdir, capsys, override, message):
   for script in SCRIPTS:
@@ -135,6 +136,7 @@ MADE_BY_ANOTHER_CONFIG = [  # (script, override, the differing field as the erro
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script,override,field", MADE_BY_ANOTHER_CONFIG)
 def test_checkpoints_made_by_another_config_are_not_reused(trained, workdir, capsys, script, override, field):
   line = rejects(script, ["--config", trained.config_file, override], workdir, capsys)
@@ -189,6 +191,7 @@ SITUATIONS = {  # name: (scripts, setup(tmp_path, trained) -> argv, part of the 
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SITUATIONS)
 def test_bad_situation(trained, workdir, tmp_path, capsys, name):
   scripts, setup, message = SITUATIONS[name]
@@ -197,6 +200,7 @@ def test_bad_situation(trained, workdir, tmp_path, capsys, name):
     assert message in rejects(script, argv, workdir, capsys), name
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_workdir_is_refused(trained, workdir, capsys):
   fd = os.open(workdir, os.O_RDONLY)  # what a running train.py holds
   try:
@@ -227,6 +231,7 @@ def _damage(name: str, mode: str):
   return setup
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,mode", [("grid.json", "empty"), ("grid.json", "truncated"), ("grid.npz", "truncated"),
                                        ("grid.npz", "empty")])
 def test_plot_only_with_damaged_results(evaluated, tmp_path, capsys, name, mode):
@@ -237,6 +242,7 @@ def test_plot_only_with_damaged_results(evaluated, tmp_path, capsys, name, mode)
   assert "cannot read the grid results" in line and "--grid" in line
 
 
+@pytest.mark.slow
 def test_a_full_disk_while_writing_results_keeps_the_previous_ones(trained, evaluated, tmp_path, capsys, monkeypatch):
   import shutil
   workdir = shutil.copytree(evaluated, tmp_path / "run")
@@ -268,6 +274,7 @@ TEXT = st.one_of(
     st.text(st.characters(codec="ascii", exclude_categories=("Cc",)), max_size=8))
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.tuples(st.sampled_from(FIELDS), TEXT), min_size=1, max_size=3))
 def test_any_override_is_a_valid_experiment_or_one_error(trained, overrides):

@@ -27,6 +27,7 @@ def results(trained_beyond):
                        t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
 
 
+@pytest.mark.slow
 def test_every_kind_is_trained_as_one_sweep_checkpoint(trained_beyond):
   exp, workdir, stacks = trained_beyond.exp, trained_beyond.workdir, trained_beyond.stacks
   names = [kind.name for kind in exp.vq.kinds]
@@ -42,6 +43,7 @@ def test_every_kind_is_trained_as_one_sweep_checkpoint(trained_beyond):
   assert max(jax.tree.leaves(diff)) > 1e-3
 
 
+@pytest.mark.slow
 def test_adversarial_training_pairs_differ_from_the_clean_images_by_at_most_eps(trained_beyond):
   c, exp, cls, ds = trained_beyond.config, trained_beyond.exp, trained_beyond.cls, trained_beyond.ds
   loss = experiment.vqvae_step(exp, exp.vq.kind(2, "adversarial"), len(ds.train_images)).loss
@@ -77,6 +79,7 @@ def test_grid_axes_and_shapes(results):
   assert np.all(und[4] <= und[:4].min(axis=0) + 1e-12)
 
 
+@pytest.mark.slow
 def test_split_k_rows_equal_the_split_purifier_run_with_k_tiles(trained_beyond, results):
   """k = 1 and 2 reuse the main call's no_split and split rows; check them against explicit k-tile runs."""
   exp, cls, stacks, ds = trained_beyond.exp, trained_beyond.cls, trained_beyond.stacks, trained_beyond.ds
@@ -92,6 +95,7 @@ def test_split_k_rows_equal_the_split_purifier_run_with_k_tiles(trained_beyond, 
   assert [t["what"] for t in results.timing] == ["grid", "split k=4"]   # k = 1, 2: no extra call
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("attack_index,training", [(2, "clean"), (3, "adversarial")])
 def test_white_box_cells_equal_a_direct_attack_through_the_purifier(trained_beyond, results, attack_index,
                                                                    training):

@@ -29,6 +29,7 @@ def _one_line_error(capsys):
   return err[0]
 
 
+@pytest.mark.slow
 def test_train_writes_config_and_one_checkpoint_per_kind(trained):
   assert json.load(open(os.path.join(trained.workdir, "config.json")))["vqvae"]["codebook_sizes"] == [4, 6]
   ckpts = sorted(os.listdir(os.path.join(trained.workdir, "checkpoints")))
@@ -45,6 +46,7 @@ def test_evaluate_on_finished_checkpoints_writes_the_grid_outputs(trained, tmp_p
     assert os.path.exists(os.path.join(workdir, f)), f
 
 
+@pytest.mark.slow
 def test_rerunning_train_on_a_finished_workdir_changes_nothing(trained, tmp_path, caplog):
   workdir = trained.copy(tmp_path / "run")
   before = sorted(os.listdir(os.path.join(workdir, "checkpoints", "classifier")))
@@ -80,6 +82,7 @@ def test_missing_checkpoint_leaves_no_result_files(tiny_config_file, tmp_path, c
   assert not any((workdir / f).exists() for f in GRID_FILES)
 
 
+@pytest.mark.slow
 def test_corrupt_checkpoint_leaves_no_result_files(trained, tmp_path, capsys):
   copy = tmp_path / "copy"
   trained.copy(copy)
@@ -100,6 +103,7 @@ def test_the_real_command_exits_2_with_one_line(tiny_config_file, tmp_path):
       "error: codebook size 100 is out of range: it must be an integer in 1..K_max=8"]
 
 
+@pytest.mark.slow
 def test_unfinished_training_is_reported_not_evaluated(tiny_config, tmp_path, capsys):
   experiment.train_all(experiment.Experiment.from_config(tiny_config), str(tmp_path / "half"), stop_at=4)
   capsys.readouterr()
@@ -167,6 +171,7 @@ def test_plot_only_without_results_is_a_one_line_error(tmp_path, capsys):
   assert "--grid" in _one_line_error(capsys)
 
 
+@pytest.mark.slow
 def test_a_diverging_run_stops_with_one_error_naming_the_model_and_step(tiny_config_file, tmp_path, capsys):
   workdir = tmp_path / "diverges"
   assert train.main(["--config", tiny_config_file, "--workdir", str(workdir),
@@ -177,6 +182,7 @@ def test_a_diverging_run_stops_with_one_error_naming_the_model_and_step(tiny_con
   assert not (workdir / "checkpoints" / "vqvae_no_split_sweep_K4-6").exists()
 
 
+@pytest.mark.slow
 def test_retrain_replaces_only_what_another_config_made(trained, tmp_path, capsys):
   workdir = trained.copy(tmp_path / "run")
   ckpt = lambda name: os.path.join(workdir, "checkpoints", name)
@@ -199,6 +205,7 @@ def test_retrain_replaces_only_what_another_config_made(trained, tmp_path, capsy
   assert "vqvae.learning_rate: 0.001 -> 0.0002" in _one_line_error(capsys)
 
 
+@pytest.mark.slow
 def test_metrics_have_no_duplicate_rows_after_a_resume_and_a_rerun(tiny_config, tmp_path):
   exp = experiment.Experiment.from_config(tiny_config)
   experiment.train_all(exp, str(tmp_path / "run"), stop_at=6)   # killed after step 6 (checkpoints at 4)

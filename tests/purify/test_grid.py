@@ -11,7 +11,8 @@ import pytest
 
 from vqdefense_jax.core import attacks, classifier, parallel
 from vqdefense_jax.purify import grid
-from vqdefense_jax.purify.purifiers import PURIFIERS, Gate, Purifier
+from vqdefense_jax.core.defence import Gate
+from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier
 
 
 def _per_size(t, i_no_split, i_split, names=PURIFIERS):
@@ -81,6 +82,7 @@ def test_grid_compiles_once_across_sizes_data_and_epsilons(trained):
           eps / 2, seed + 1)
 
 
+@pytest.mark.slow
 def test_chunk_size_and_padding_do_not_change_the_result(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
   stacks, purifiers, mesh = _counts_inputs(trained)
@@ -91,6 +93,7 @@ def test_chunk_size_and_padding_do_not_change_the_result(trained):
   np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_counting_rules_and_predictions_agree_with_a_direct_evaluation(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
   stacks, purifiers, mesh = _counts_inputs(trained)
@@ -146,6 +149,7 @@ def test_best_pairing_uses_the_best_size_of_each_kind(trained):
                                table_PxE[PURIFIERS.index(p)], atol=1e-12)
 
 
+@pytest.mark.slow
 def test_the_eps_vector_in_one_call_equals_one_eps_at_a_time(trained):
   stacks, purifiers, mesh = _counts_inputs(trained)
   run = lambda eps: grid.run_counts(purifiers, "map", mesh, trained.cls, stacks["no_split"], stacks["split"],
@@ -173,6 +177,7 @@ class ConstantDetector(nn.Module):
     return jnp.zeros(x.shape[:1]) + self.param("b", lambda _: jnp.asarray(self.bias))
 
 
+@pytest.mark.slow
 def test_detect_then_purify_is_the_purifier_when_all_are_flagged_and_undefended_when_none(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
   stacks, _, mesh = _counts_inputs(trained)
@@ -231,6 +236,7 @@ def test_restarts_count_an_image_only_if_it_survives_every_restart(trained):
   assert np.all(picked >= three)  # one restart per image (the classifier's pick) is weaker than the worst case
 
 
+@pytest.mark.slow
 def test_the_worst_case_row_is_right_only_where_every_attack_is(trained):
   t = trained
   stacks, purifiers, mesh = _counts_inputs(t)

@@ -52,6 +52,7 @@ def test_our_preprocessing_is_torchvision_s(ref):
   np.testing.assert_allclose(preprocess(ref["images_uint8"], 24)[..., 0], ref["x_24"], atol=1e-6)
 
 
+@pytest.mark.slow
 @needs_authors
 def test_imported_models_reproduce_pytorch(ref, imported):
   cls, no_split, split = imported

@@ -90,6 +90,7 @@ def test_grey_box_grids_have_no_checks_and_every_defence_is_checked():
   assert {c.purifier for c in masking.checks(r)} == {"none", "split", "restorer"}
 
 
+@pytest.mark.slow
 def test_the_autoattack_table_names_the_member_that_did_most(tmp_path):
   r = results(FLAT, suite_shares={"clean": [0.1, 0.0, 0.0], "apgd_t": [0.0, 0.1, 0.0], "square": [0.0, 0.2, 0.0]})
   report.render(r, str(tmp_path))

@@ -8,6 +8,7 @@ from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.purify.vqvae import VQVAE, latent_side, round_trips
 
 
+@pytest.mark.slow
 class ModelShapesTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -29,6 +30,7 @@ class ModelShapesTest(chex.TestCase):
       chex.assert_tree_all_finite(x_hat)
 
 
+@pytest.mark.slow
 def test_table1_encoder_latent_sizes():
   model = VQVAE()
   x = jnp.zeros((1, 24, 24, 1))
@@ -38,6 +40,7 @@ def test_table1_encoder_latent_sizes():
   assert [s for s in (12, 14, 24, 28, 32) if round_trips(s)] == [12, 24, 28, 32]
 
 
+@pytest.mark.slow
 def test_per_position_with_d_not_equal_channels_projects():
   model = VQVAE(channels=8, embedding_dim=4, k_max=5, layout="per_position")
   x = jnp.zeros((2, 16, 16, 1))
@@ -58,6 +61,7 @@ def test_vqvae_loss_gradients_reach_encoder_through_straight_through():
   assert 1.0 <= float(metrics["perplexity"]) <= 10.0
 
 
+@pytest.mark.slow
 def test_the_classifier_input_convention_is_a_field_not_folded_into_weights():
   x = jax.random.uniform(jax.random.key(0), (4, 24, 24, 1))
   params = Classifier().init(jax.random.key(1), x)

@@ -9,9 +9,11 @@ import pytest
 from vqdefense_jax.core import tiles
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.vqvae import VQVAE
-from vqdefense_jax.purify.purifiers import PURIFIERS, Gate, Purifier, apply_all
+from vqdefense_jax.core.defence import Gate
+from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier, apply_all
 
 
+@pytest.mark.slow
 def test_purifiers_apply_their_models_in_the_documented_order():
   model = VQVAE(channels=8, embedding_dim=8, k_max=6)
   x = jax.random.uniform(jax.random.key(0), (2, 16, 16, 1))
@@ -70,6 +72,7 @@ def _gated_setup():
   return model, x, nv, sv, Gate(det), det.init(jax.random.key(0), x)["params"]
 
 
+@pytest.mark.slow
 def test_a_gated_purifier_purifies_only_the_flagged_images():
   model, x, nv, sv, gate, params = _gated_setup()
   np.testing.assert_array_equal(gate.flags(params, x), [False, True])  # only the bright image is flagged
@@ -91,6 +94,7 @@ def test_a_gated_purifier_purifies_only_the_flagged_images():
     Purifier("none", model, model, 2, gate=gate)
 
 
+@pytest.mark.slow
 def test_a_white_box_attacker_differentiates_through_the_detector():
   model, x, nv, sv, gate, params = _gated_setup()
   gated = Purifier("no_split", model, model, 2, gate=gate)
@@ -104,6 +108,7 @@ def test_a_white_box_attacker_differentiates_through_the_detector():
   assert not np.allclose(g[1], g_hard)
 
 
+@pytest.mark.slow
 def test_the_gate_sees_images_as_8_bit_files():
   _, x, _, _, gate, params = _gated_setup()
   x8 = jnp.round(x * 255) / 255

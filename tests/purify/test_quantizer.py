@@ -13,6 +13,7 @@ def _codebook(emb, size):
               size=jnp.int32(size))
 
 
+@pytest.mark.slow
 def test_init_codebook_is_uniform_within_one_over_k_and_zero_when_padded():
   cb = quantizer.init_codebook(jax.random.key(0), 50, 80, 16)
   chex.assert_shape(cb["embedding"], (80, 16))
@@ -22,6 +23,7 @@ def test_init_codebook_is_uniform_within_one_over_k_and_zero_when_padded():
   assert int(cb["size"]) == 50
 
 
+@pytest.mark.slow
 def test_nearest_code_is_the_nearest_valid_one_and_never_a_padded_one():
   rng = np.random.default_rng(0)
   emb = rng.normal(size=(12, 5)).astype(np.float32)
@@ -33,6 +35,7 @@ def test_nearest_code_is_the_nearest_valid_one_and_never_a_padded_one():
   assert idx.max() < 7
 
 
+@pytest.mark.slow
 def test_codebook_size_is_data_so_one_compilation_serves_every_size():
   @jax.jit
   @chex.assert_max_traces(n=1)
@@ -54,6 +57,7 @@ def test_straight_through_has_value_q_and_identity_gradient():
   np.testing.assert_allclose(jax.grad(lambda v: jnp.sum(w * quantizer.straight_through(v, q)))(x), w)
 
 
+@pytest.mark.slow
 def test_ema_update_matches_a_hand_computation_and_leaves_padding_alone():
   emb = np.array([[0., 0.], [1., 1.], [5., 5.], [9., 9.]], np.float32)  # row 3 is padding (size 3)
   cb = _codebook(emb, 3)
@@ -74,6 +78,7 @@ def test_ema_update_matches_a_hand_computation_and_leaves_padding_alone():
     np.testing.assert_array_equal(new[key][3], cb[key][3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout,dim", [("nchw_chunks", 8), ("nchw_chunks", 6), ("per_position", 4)])
 def test_vector_layouts_invert_and_nchw_chunks_is_the_authors_reshape(layout, dim):
   z = jax.random.normal(jax.random.key(0), (2, 3, 3, 4 if layout == "per_position" else 8))
@@ -87,6 +92,7 @@ def test_vector_layouts_invert_and_nchw_chunks_is_the_authors_reshape(layout, di
     np.testing.assert_array_equal(v[0, 4], z[0, 1, 1])
 
 
+@pytest.mark.slow
 def test_usage_counts_valid_codes_only():
   cb = _codebook(np.zeros((10, 2)), 4)
   u = quantizer.usage(cb, jnp.array([0, 0, 1, 1]))

@@ -82,6 +82,7 @@ def table_names(workdir) -> list[str]:
   return sorted(n for n in os.listdir(workdir) if n.startswith("table"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pairing", ["same", "best"])
 def test_save_writes_every_file_and_tables_round_trip(tmp_path, pairing):
   results = make_results(pairing)
@@ -169,6 +170,7 @@ def test_table_split_k_rows_per_attack_k_and_size(tmp_path):
                              results.split_k.accuracy.reshape(-1, len(EPS)), atol=5e-5)
 
 
+@pytest.mark.slow
 def test_single_attack_clean_only_keeps_the_plain_file_names(tmp_path):
   results = make_results("best", attacks=["fgsm"], training=["clean"], split_ks=())
   report.save(results, str(tmp_path))
@@ -304,6 +306,7 @@ def test_predictions_round_trip_and_give_either_counting_rule(tmp_path):
   assert GridResult.load(str(tmp_path)).predictions is None
 
 
+@pytest.mark.slow
 def test_convergence_and_worst_case_rows_round_trip_and_render(tmp_path):
   rng = np.random.default_rng(1)
   attacks = ["fgsm", "bpda_pgd", "worst_case"]

@@ -34,6 +34,7 @@ def _fit(c, tmp_path, tag, model_axis=None, stop_at=None, sizes=None):
   return [parallel.take(ts, i) for i in range(len(sizes))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [4, 7])  # interrupted at a checkpoint, and between two (work is redone)
 def test_vqvae_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_config, tmp_path, stop_at):
   full = _fit(tiny_config, tmp_path, "full", sizes=(6,))[0]
@@ -44,6 +45,7 @@ def test_vqvae_resume_ends_bit_identical_to_an_uninterrupted_run(tiny_config, tm
   chex.assert_trees_all_equal(resumed, full)   # params, Adam state and EMA codebook, bit for bit
 
 
+@pytest.mark.slow
 def test_one_compiled_train_step_serves_every_codebook_size(tiny_config, tmp_path):
   training.compiled_step.clear_cache()
   _fit(tiny_config, tmp_path, "single")
@@ -62,6 +64,7 @@ def test_sweep_of_two_sizes_equals_two_separate_runs(tiny_config, tmp_path, mode
   assert not np.allclose(swept[0].state["embedding"], swept[1].state["embedding"])
 
 
+@pytest.mark.slow
 def test_sweep_resume_is_bit_identical(tiny_config, tmp_path):
   full = _fit(tiny_config, tmp_path, "full", "map")
   _fit(tiny_config, tmp_path, "resumed", "map", stop_at=5)
@@ -81,6 +84,7 @@ def test_sweep_step_compiles_once_for_any_codebook_sizes(tiny_config, tmp_path):
   assert training.sweep_step(step, "map", parallel.model_mesh(2), 3)._cache_size() == 1
 
 
+@pytest.mark.slow
 def test_training_writes_metrics_per_codebook_size_and_one_checkpoint_per_kind(trained):
   rows = [json.loads(line) for line in open(f"{trained.workdir}/metrics.jsonl")]
   steps = {(r["model"], r["step"]) for r in rows if "step" in r}

@@ -4,15 +4,18 @@ evaluate writes restoration.json, tables and figures; checkpoints are bound to t
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
+import evaluate
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.restore import config as restore_config
 from vqdefense_jax.restore import experiment
+from vqdefense_jax.restore.results import RestorationResult
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "restore")
 
@@ -111,16 +114,31 @@ def test_train_all_then_evaluate_writes_restoration_json_and_checkpoints_are_bou
     experiment.evaluate(exp, workdir, train_missing=False)
   params = experiment.train_all(exp, workdir)
   assert set(params) == {"classifier", "restorer_cbam", "restorer_cbam_l1only"}
-  r = experiment.evaluate(exp, workdir, train_missing=False)
+  result = experiment.evaluate(exp, workdir, train_missing=False)
+  r = result.to_json()
   with open(os.path.join(workdir, "restoration.json")) as f:
-    assert json.load(f) == json.loads(json.dumps(r))
+    assert json.load(f) == r
   _check_result(r, exp.variant_names, classifier=True)
   assert r["num_images"] == 40 and r["image_shape"] == [16, 16, 1]
-  for name in ("table_quality.md", "table_quality.csv", "table_gradcam.md", "table_accuracy.md", "fig_gradcam.png",
-               "fig_gradcam_layers.png", "fig_gradcam_classifier.png", "fig_restorations.png", "fig_quality.png",
-               "config.json", "metrics.jsonl", "checkpoints/restorer_cbam/record.json"):
+  outputs = ("table_quality.md", "table_quality.csv", "table_gradcam.md", "table_accuracy.md", "fig_gradcam.png",
+             "fig_gradcam_layers.png", "fig_gradcam_classifier.png", "fig_restorations.png", "fig_quality.png")
+  for name in outputs + ("restoration.npz", "config.json", "metrics.jsonl", "checkpoints/restorer_cbam/record.json"):
     assert os.path.exists(os.path.join(workdir, name)), name
-  assert experiment.format_result(r).count("restored") == 2
+  assert experiment.format_result(result).count("restored") == 2
+  # The json + npz round trip, and --plot-only from them alone: the same tables, every figure.
+  loaded = RestorationResult.load(workdir)
+  assert loaded == result and set(loaded.figures) == set(result.figures)
+  assert set(result.figures) >= {"clean", "mosaic", "restored/cbam", "maps/cbam_l1only", "classifier/purified/cam"}
+  for k, a in result.figures.items():
+    np.testing.assert_array_equal(loaded.figures[k], np.asarray(a))
+  only = tmp_path / "only"
+  only.mkdir()
+  for name in ("config.json", "restoration.json", "restoration.npz"):
+    shutil.copy(os.path.join(workdir, name), only / name)
+  assert evaluate.main(["--plot-only", "--workdir", str(only)]) == 0
+  for name in outputs:
+    assert (only / name).exists(), name
+  assert (only / "table_quality.md").read_text() == open(os.path.join(workdir, "table_quality.md")).read()
   # Another λ: both restorers' checkpoints are refused, naming the field, before anything is written.
   c.gan.l1_weight = 10.0
   other = experiment.Experiment.from_config(c)
@@ -143,7 +161,7 @@ def test_rgb_faces_from_tfds_restore_end_to_end(tmp_path):
     ds = data_lib.load_dataset(exp.data)
     assert ds.train_images.shape[1:] == (16, 16, 3)
     experiment.train_all(exp, str(tmp_path / "run"), ds=ds)
-    r = experiment.evaluate(exp, str(tmp_path / "run"), train_missing=False)
+    r = experiment.evaluate(exp, str(tmp_path / "run"), train_missing=False).to_json()
   _check_result(r, ("cbam",), classifier=False)
   assert r["image_shape"] == [16, 16, 3] and r["num_images"] == 4
   assert np.isfinite(r["realness"]["cbam"])

@@ -39,6 +39,7 @@ def _changed(before, after) -> set[str]:
   return {g for g in GROUPS if _differs(getattr(before, g), getattr(after, g))}
 
 
+@pytest.mark.slow
 def test_each_update_changes_only_its_own_network_and_adam_state_and_losses_are_the_documents():
   state = TINY.init(SHAPE)
   x, y = _pairs(8)
@@ -60,6 +61,7 @@ def test_each_update_changes_only_its_own_network_and_adam_state_and_losses_are_
   np.testing.assert_allclose(m_g["g_loss"], m_g["g_adv"] + TINY.l1_weight * m_g["l1"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_step_is_the_two_updates_in_turn_and_l1_only_ignores_d():
   state, (x, y) = TINY.init(SHAPE), _pairs()
   idx = np.arange(8, 16)
@@ -91,6 +93,7 @@ def _fit(tmp_path, tag, stop_at=None):
                       stop_at=stop_at)
 
 
+@pytest.mark.slow
 def test_fit_trains_it_and_a_resumed_run_is_bit_identical(tmp_path):
   full = resumes_bit_identically(lambda tag, stop_at=None: _fit(tmp_path, tag, stop_at))
   assert _changed(TINY.init(SHAPE).params, full.params) == set(GROUPS)

@@ -6,6 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import layers
@@ -21,6 +22,7 @@ class Linear(nn.Module):
     return nn.Dense(1)(a.reshape(a.shape[0], -1))[:, 0]
 
 
+@pytest.mark.slow
 def test_gradcam_of_a_small_linear_model_equals_the_hand_computed_map():
   model = Linear()
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 4, 5, 2)), jnp.float32)
@@ -55,6 +57,7 @@ def test_concentration_on_hand_made_maps():
   assert np.isnan(c[3])
 
 
+@pytest.mark.slow
 def test_restorer_gradcam_reads_the_cbam_layers_and_scores_d_of_g():
   step = gan.RestorerStep(width=4, blocks=1, d_width=4, d_layers=1, seed=0)  # the other tests' nets: compiled once
   params = step.init((16, 16, 1)).params
@@ -77,6 +80,7 @@ def test_restorer_gradcam_reads_the_cbam_layers_and_scores_d_of_g():
   assert not np.allclose(again[0], maps[0])
 
 
+@pytest.mark.slow
 def test_classifier_gradcam_at_its_last_convolution_for_a_class():
   model = classifier.Classifier()
   params = classifier.init_params(0, 16, model)

@@ -15,6 +15,7 @@ def _images(n, shape, seed=0, scale=1.0):
   return jnp.asarray(np.random.default_rng(seed).normal(0, scale, (n,) + shape), jnp.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels,hidden", [(64, 4), (8, 1)])  # K // 16, at least 1
 def test_cbam_shapes_and_maps_in_unit_interval(channels, hidden):
   block = models.CBAM()
@@ -36,6 +37,7 @@ def test_cbam_shapes_and_maps_in_unit_interval(channels, hidden):
   np.testing.assert_allclose(m_s, m_s2, rtol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,cbam", [((16, 16, 1), True), ((24, 20, 3), False)])
 def test_generator_is_cyclegans_resnet_scaled_to_the_image(shape, cbam):
   g = models.Generator(width=4, blocks=1, cbam=cbam)
@@ -56,6 +58,7 @@ def test_generator_is_cyclegans_resnet_scaled_to_the_image(shape, cbam):
   np.testing.assert_allclose(g.apply({"params": params}, x[1:2]), y[1:2], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size,layers", [(16, 1), (24, 1), (40, 2), (64, 2), (128, 3), (256, 3)])
 def test_patchgan_depth_follows_the_image_size_and_its_output_is_one_logit_per_patch(size, layers):
   assert models.patch_layers(size) == layers

@@ -23,6 +23,7 @@ def test_pixelate_replaces_every_cell_by_its_mean_including_cut_cells():
       np.testing.assert_allclose(out[:, r0:r0 + 3, c0:c0 + 3], expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,block,region", [((16, 16, 1), 4, "box"), ((12, 20, 3), 5, "box"),
                                                 ((16, 16, 1), 4, "image"), ((10, 10, 1), 3, "image")])
 def test_mosaic_is_idempotent_on_its_own_block_grid(shape, block, region):
@@ -40,6 +41,7 @@ def test_mosaic_is_idempotent_on_its_own_block_grid(shape, block, region):
     assert m.all()
 
 
+@pytest.mark.slow
 def test_boxes_are_whole_cells_in_range_and_a_function_of_seed_and_index_alone():
   spec = mosaic.Mosaic(block=4, region="box", box_min=0.25, box_max=0.75)   # 24 px: 6 cells, box 2..4 (rounded)
   hw = (24, 24)

@@ -13,7 +13,6 @@ from conftest import tiny
 from vqdefense_jax.core import attacks, classifier, parallel
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify import experiment, grid, report
-from vqdefense_jax.purify.purifiers import ModulePurifier
 from vqdefense_jax.purify.results import GridResult
 from vqdefense_jax.restore import gan
 from vqdefense_jax.restore import purifier as restore_purifier
@@ -39,6 +38,7 @@ def _random_classifier(seed: int = 0):
   return classifier.init_params(seed, 16, classifier.Classifier())
 
 
+@pytest.mark.slow
 def test_pairs_stay_in_their_eps_ball_and_are_fgsm_at_each_images_eps(data_dir):
   rng = np.random.default_rng(0)
   x = rng.uniform(0, 1, (20, 16, 16, 1)).astype(np.float32)
@@ -59,11 +59,12 @@ def test_pairs_stay_in_their_eps_ball_and_are_fgsm_at_each_images_eps(data_dir):
   assert not np.array_equal(eps_N, restore_purifier.pair_epsilons(EPS, 20, 6))
 
 
+@pytest.mark.slow
 def test_module_purifier_is_its_generator_and_equal_by_value(data_dir):
   exp = experiment.Experiment.from_config(with_restorer(data_dir))
-  state = exp.restorer.init(16)
-  pur = experiment.restorer_purifier(exp)
-  assert pur == experiment.restorer_purifier(exp) and hash(pur) == hash(experiment.restorer_purifier(exp))
+  state = exp.network.spec.init(16)
+  pur = experiment.network_purifier(exp)
+  assert pur == experiment.network_purifier(exp) and hash(pur) == hash(experiment.network_purifier(exp))
   assert pur.label == "restorer" and pur.gate is None
   x = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (3, 16, 16, 1)), jnp.float32)
   expected = gan.restore(state.params, x)
@@ -95,7 +96,7 @@ def test_bad_restorer_configs_are_one_clear_error(data_dir, change, message):
 
 def test_without_it_nothing_of_the_restorer_is_built(data_dir):
   exp = experiment.Experiment.from_config(tiny(data_dir))
-  assert exp.restorer is None
+  assert exp.network is None
   assert "restorer" not in grid.make_purifiers(exp.vq, ("none", "no_split", "restorer"))
   assert [p.name for p in grid.make_purifiers(exp.vq, ("none", "no_split", "restorer"))] == ["no_split"]
 
@@ -116,8 +117,8 @@ def test_the_restorer_is_one_more_row_of_the_grid(trained, tmp_path):
 
   # Each row, computed by hand: attack, restore with G, classify.
   cls, model = trained.cls, exp.classifier_model
-  g = experiment.load_restorer(exp, workdir, ds)
-  pur = experiment.restorer_purifier(exp)
+  g = experiment.load_network(exp, workdir, ds)
+  pur = experiment.network_purifier(exp)
   f = classifier.logits_fn(cls, model)
   x, y = jnp.asarray(ds.test_images), jnp.asarray(ds.test_labels)
   eps = jnp.asarray(exp.attack.epsilons, jnp.float32)

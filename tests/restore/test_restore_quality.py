@@ -4,6 +4,7 @@ how the images are batched."""
 import dm_pix
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vqdefense_jax.restore import quality
 
@@ -18,6 +19,7 @@ def _pair(n=6, shape=(16, 16, 1), seed=0):
   return a, b, mask
 
 
+@pytest.mark.slow
 def test_psnr_is_pooled_over_the_region_and_equals_dm_pix_over_whole_images():
   a, b, mask = _pair()
   r = quality.summarise(a, b, mask)
@@ -35,6 +37,7 @@ def test_psnr_is_pooled_over_the_region_and_equals_dm_pix_over_whole_images():
                              rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_ssim_map_is_dm_pixs_inside_the_image_and_averages_over_each_box():
   a, b, mask = _pair(shape=(20, 20, 3))
   size, half = 7, 3
@@ -52,6 +55,7 @@ def test_ssim_map_is_dm_pixs_inside_the_image_and_averages_over_each_box():
   assert same["psnr"]["image"] == float("inf")
 
 
+@pytest.mark.slow
 def test_summaries_do_not_depend_on_batching():
   a, b, mask = _pair(n=7)
   whole = quality.summarise(a, b, mask)

@@ -5,7 +5,8 @@ Workdir layout (as in purification, every checkpoint directory holds the record.
   checkpoints/dcgan/                a second generator, for fakes the detectors never saw
   checkpoints/detector_<variant>/   variants 'none' (p = 0), 'p0.1', 'p0.5', ... (detector.augment_p)
   metrics.jsonl, config.json
-  detection.json, table_detection.{csv,md}, table_robustness.{csv,md}, fig_detection_ap.png, fakes.png
+  detection.json, detection.npz     every number (detect/results.py); the images the figures draw
+  table_detection.{csv,md}, table_robustness.{csv,md}, fig_detection_ap.png, fakes.png
 
   purify/                           the purification experiment (purify/experiment.py) whose classifier and
                                     VQ-VAEs make some sources: its own checkpoints, records, config.json
@@ -21,7 +22,6 @@ classifier's penultimate features (an MNIST-specific FID, not Inception FID).
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any, Callable
 
@@ -34,25 +34,23 @@ from vqdefense_jax.core import checkpoints
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
-from vqdefense_jax.core import files
+from vqdefense_jax.core import defence
+from vqdefense_jax.core import experiment as skeleton
 from vqdefense_jax.core import parallel
-from vqdefense_jax.core import report as draw
 from vqdefense_jax.core import training
 from vqdefense_jax.core import workdir as workdir_lib
 from vqdefense_jax.core.config import require
-from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.detect import alae as alae_lib
 from vqdefense_jax.detect import augment
 from vqdefense_jax.detect import dcgan as dcgan_lib
 from vqdefense_jax.detect import detector as detector_lib
 from vqdefense_jax.detect import metrics as metrics_lib
+from vqdefense_jax.detect import report
 from vqdefense_jax.detect import config as detect_config
 from vqdefense_jax.detect.config import PURIFY_SOURCES, SOURCES, base_config
+from vqdefense_jax.detect.results import DetectionResult
 from vqdefense_jax.purify import experiment as purify_lib
 from vqdefense_jax.purify import grid as grid_lib
-from vqdefense_jax.purify import purifiers as purifiers_lib
-
-CODE_VERSION = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +72,7 @@ class ALAESpec:
             f"alae.latent (1..4096), alae.mapping_layers (1..64) and alae.hidden (1..16384) out of range: "
             f"{spec.latent}, {spec.mapping_layers}, {spec.hidden}")
     require(spec.r1_gamma >= 0 and spec.learning_rate > 0, "alae.r1_gamma must be >= 0 and alae.learning_rate > 0")
-    require(1 <= spec.batch_size <= training.MAX_BATCH and 1 <= spec.steps <= training.MAX_STEPS,
-            f"alae.batch_size must be in 1..{training.MAX_BATCH} and alae.steps in 1..{training.MAX_STEPS}")
+    skeleton.check_schedule("alae", spec.batch_size, spec.steps)
     return spec
 
 
@@ -93,8 +90,7 @@ class DCGANSpec:
     require(1 <= spec.latent <= 4096 and 1 <= spec.width <= 1024,
             f"dcgan.latent (1..4096) and dcgan.width (1..1024) out of range: {spec.latent}, {spec.width}")
     require(spec.learning_rate > 0, "dcgan.learning_rate must be > 0")
-    require(1 <= spec.batch_size <= training.MAX_BATCH and 1 <= spec.steps <= training.MAX_STEPS,
-            f"dcgan.batch_size must be in 1..{training.MAX_BATCH} and dcgan.steps in 1..{training.MAX_STEPS}")
+    skeleton.check_schedule("dcgan", spec.batch_size, spec.steps)
     return spec
 
 
@@ -116,8 +112,7 @@ class DetectorSpec:
     require(bool(spec.widths) and all(1 <= w <= 1024 for w in spec.widths),
             f"detector.widths must be a non-empty list of widths in 1..1024, got {spec.widths}")
     require(spec.learning_rate > 0, "detector.learning_rate must be > 0")
-    require(1 <= spec.batch_size <= training.MAX_BATCH and 1 <= spec.steps <= training.MAX_STEPS,
-            f"detector.batch_size must be in 1..{training.MAX_BATCH} and detector.steps in 1..{training.MAX_STEPS}")
+    skeleton.check_schedule("detector", spec.batch_size, spec.steps)
     require(spec.num_fakes >= 0, "detector.num_fakes must be >= 0 (0: as many as training images)")
     require(bool(spec.augment_p) and all(0 <= p <= 1 for p in spec.augment_p)
             and len(set(spec.augment_p)) == len(spec.augment_p),
@@ -256,9 +251,7 @@ def quantize(x: np.ndarray) -> np.ndarray:
 # --- records ---------------------------------------------------------------------------------------------
 
 def _common(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
-  return dict(code_version=CODE_VERSION, seed=exp.seed,
-              data=dict(image_size=exp.data.image_size, train_examples=len(ds.train_images),
-                        train_sha256=ds.train_sha256))
+  return skeleton.common_record(exp.seed, exp.data, ds)
 
 
 def alae_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
@@ -285,10 +278,6 @@ def detector_record(exp: Experiment, ds: data_lib.Dataset, variant: str) -> dict
 
 # --- training --------------------------------------------------------------------------------------------
 
-def _image_shape(ds: data_lib.Dataset) -> tuple[int, int, int]:
-  return tuple(int(s) for s in ds.train_images.shape[1:])
-
-
 def alae_step(exp: Experiment) -> alae_lib.ALAEStep:
   a = exp.alae
   return alae_lib.ALAEStep(latent=a.latent, mapping_layers=a.mapping_layers, hidden=a.hidden, r1_gamma=a.r1_gamma,
@@ -304,9 +293,8 @@ def dcgan_step(exp: Experiment) -> dcgan_lib.DCGANStep:
 
 def _fit(step, init, batches, num_steps: int, workdir: str, name: str, record, consts, metrics, exp: Experiment,
          stop_at: int | None):
-  return training.fit(step, init, batches, num_steps=num_steps, ckpt_dir=os.path.join(workdir, "checkpoints", name),
-                      name=name, consts=consts, metrics=metrics, checkpoint_every=exp.loop.checkpoint_every,
-                      log_every=exp.loop.log_every, stop_at=stop_at, record=record)
+  return skeleton.fit(step, init, batches, num_steps=num_steps, workdir=workdir, name=name, record=record,
+                      consts=consts, metrics=metrics, loop=exp.loop, stop_at=stop_at)
 
 
 def samples(sample: Callable, exp: Experiment, params, n: int, shape, purpose: str, batch: int = 1000) -> np.ndarray:
@@ -325,7 +313,7 @@ def alae_reconstructions(params, images: np.ndarray) -> np.ndarray:
 def detector_training_set(exp: Experiment, ds: data_lib.Dataset, alae_params) -> tuple[np.ndarray, np.ndarray]:
   """Real training images (label 0) and as many ALAE samples (label 1; detector.num_fakes overrides)."""
   n_fake = exp.detector.num_fakes or len(ds.train_images)
-  fakes = samples(alae_lib.sample, exp, alae_params, n_fake, _image_shape(ds), "train")
+  fakes = samples(alae_lib.sample, exp, alae_params, n_fake, skeleton.image_shape(ds), "train")
   x = quantize(np.concatenate([ds.train_images, fakes]))
   y = np.concatenate([np.zeros(len(ds.train_images), np.int32), np.ones(n_fake, np.int32)])
   return x, y
@@ -376,7 +364,7 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   metrics = workdir_lib.accept(workdir, exp.config, runs, retrain, also=nested)
   if exp.purify is not None:  # its own records, config.json and metrics, in its own directory
     purify_lib.train_all(exp.purify, purify_workdir(workdir), stop_at=stop_at, retrain=retrain, ds=ds)
-  shape = _image_shape(ds)
+  shape = skeleton.image_shape(ds)
 
   step = alae_step(exp)
   xy = (jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels), None)
@@ -413,7 +401,7 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
 
 def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> dict[str, Any]:
   """Every model's params (as `train_all` returns them) from finished checkpoints made from this config."""
-  shape = _image_shape(ds)
+  shape = skeleton.image_shape(ds)
   step = alae_step(exp)
   model = detector_lib.Detector(exp.detector.widths)
   dstep = detector_lib.DetectorStep(model, training.OptimizerSpec("adam", exp.detector.learning_rate))
@@ -456,7 +444,7 @@ def purify_sources(exp: Experiment, purify_models, images: np.ndarray, labels: n
 
 def make_sources(exp: Experiment, params: dict[str, Any], ds: data_lib.Dataset, n: int) -> dict[str, np.ndarray]:
   """Every eval.sources image set (n images each, quantised to 8 bits), by source name."""
-  shape = _image_shape(ds)
+  shape = skeleton.image_shape(ds)
   out = {}
   if "alae_samples" in exp.eval.sources:
     out["alae_samples"] = samples(alae_lib.sample, exp, params["alae"], n, shape, "test")
@@ -485,12 +473,8 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   files."""
   workdir = workdir_lib.claim(workdir, "detect", create=train_missing)
   ds = data_lib.load_dataset(exp.data)
-  try:
-    params = load_trained(exp, workdir, ds)
-  except VQDefenseError:
-    if not train_missing:
-      raise
-    params = train_all(exp, workdir, retrain=retrain, ds=ds)  # a mismatch without --retrain is raised there
+  params = skeleton.load_or_train(lambda: load_trained(exp, workdir, ds),
+                                  lambda: train_all(exp, workdir, retrain=retrain, ds=ds), train_missing)
   reals = quantize(ds.test_images)
   n_fake = min(exp.eval.num_fakes or len(reals), len(reals))
   fakes = make_sources(exp, params, ds, n_fake)
@@ -525,80 +509,21 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
     result["fid"] = fid(exp, params, ds, fakes, reals)
     result["fid_features"] = "the project classifier's penultimate activations (MNIST-specific, not Inception)"
   if exp.gate.grid:  # detect, then purify: the purification grid with this gate, written to purify/
-    gate = purifiers_lib.Gate(model, exp.gate.threshold)
+    gate = defence.Gate(model, exp.gate.threshold)
     grid = purify_lib.grid_report(exp.purify, purify_workdir(workdir), ds, *params["purify"],
                                   gate=(gate, params[f"detector_{exp.gate.detector}"]))
     result["gate"] = dict(detector=exp.gate.detector, threshold=exp.gate.threshold, grid="purify/grid.json",
                           purifiers=list(grid.purifier), attacks=list(grid.attack))
-  result["config"] = exp.config
-  figures = dict(reals=reals, fakes=fakes)
+  k = min(report.FIGURE_EXAMPLES, len(reals), *(len(x) for x in fakes.values()))
+  figures = dict(reals=reals[:k], **{f"fakes/{s}": x[:k] for s, x in fakes.items()})
   if "alae" in params and len(ds.test_images) >= 2:
     k = min(4, len(ds.test_images) // 2)
     figures["interpolations"] = np.asarray(alae_lib.interpolate(params["alae"], ds.test_images[:k],
                                                                 ds.test_images[k:2 * k], 8))
-    figures["alae_grid"] = samples(alae_lib.sample, exp, params["alae"], 64, _image_shape(ds), "figure")
-  _write(result, figures, workdir)
-  return result
+    figures["alae_grid"] = samples(alae_lib.sample, exp, params["alae"], 64, skeleton.image_shape(ds), "figure")
+  out = DetectionResult(**result, config=exp.config, figures=figures)
+  report.write(out, workdir)
+  return out
 
 
-def _write(result: dict[str, Any], figures: dict[str, np.ndarray], workdir: str) -> None:
-  variants, sources = result["variants"], result["sources"]
-  fid_of = result.get("fid", {})
-  with files.staged(workdir) as target:
-    with open(target("detection.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    info = (f"{result['num_real']} real test images against {result['num_fakes']} fakes per source; accuracy at "
-            f"threshold {result['threshold']}")
-    if fid_of:
-      info += (f"; FID on the classifier's penultimate features (MNIST-specific, not Inception; real training "
-               f"images: {fid_of['real_train']:.2f})")
-    columns = ["ap", "accuracy", "real_accuracy", "fake_accuracy"] + (["fid"] if fid_of else [])
-    labels = [[v, s] for v in variants for s in sources]
-    rows = [[result["ap"][v][s], result["accuracy"][v][s], result["real_accuracy"][v], result["fake_accuracy"][v][s]]
-            + ([fid_of[s]] if fid_of else []) for v, s in labels]
-    draw.table(target, "table_detection", "Detection: average precision and accuracy per source (Wang et al. "
-               "2020, Table 2)", info, ["variant", "source"], labels, rows, columns)
-    rob_cols = [f"blur_{k}" for k in result["ap_blur"][variants[0]]] + [f"jpeg_{k}" for k in
-                                                                       result["ap_jpeg"][variants[0]]]
-    rob = [list(result["ap_blur"][v].values()) + list(result["ap_jpeg"][v].values()) for v in variants]
-    draw.table(target, "table_robustness", f"AP on {result['robustness_source']} when every test image is blurred "
-               "or JPEG-compressed", info, ["variant"], [[v] for v in variants], rob, rob_cols)
-    fig, (ax,) = draw.panels(1)
-    fig.set_size_inches(max(4.5, 0.6 * len(sources)), 4.8)
-    width = 0.8 / len(variants)
-    for i, v in enumerate(variants):
-      ax.bar(np.arange(len(sources)) + i * width, [result["ap"][v][s] for s in sources], width, label=v)
-    ax.set_xticks(np.arange(len(sources)) + 0.4 - width / 2, sources, rotation=45, ha="right")
-    ax.set_ylim(0, 1.25)  # room for the legend above the bars
-    ax.set_yticks(np.linspace(0, 1, 6))
-    draw.finish(fig, [ax], "detector AP per source of fakes", target("fig_detection_ap.png"), "source", "AP")
-    fakes = figures["fakes"]
-    k = min(8, len(figures["reals"]), *(len(x) for x in fakes.values()))
-    grid = np.stack([figures["reals"][:k]] + [fakes[s][:k] for s in sources])[None]
-    draw.image_grid(grid, ["real"] + list(sources), [""], "real test images and the fakes of every source",
-                    target("fakes.png"))
-    if "interpolations" in figures:
-      inter = figures["interpolations"]
-      draw.image_grid(inter[None], [f"pair {i + 1}" for i in range(len(inter))], [""], "ALAE latent "
-                      "interpolations: G of points from E(x_a) to E(x_b) in w", target("interpolations.png"))
-      g = figures["alae_grid"]
-      draw.image_grid(g.reshape((1, 8, 8) + g.shape[1:]), [""] * 8, [""], "ALAE samples G(F(z))",
-                      target("alae_samples.png"))
-
-
-def format_result(r: dict[str, Any]) -> str:
-  fid_of = r.get("fid", {})
-  lines = [f"{r['num_real']} real test images, {r['num_fakes']} fakes per source; detector: {r['detector_params']} "
-           "parameters" + (f"; FID of real training images: {fid_of['real_train']:.2f}" if fid_of else ""), "",
-           f"{'variant':<12}{'source':<24}{'AP':>8}{'acc':>8}{'real acc':>10}{'fake acc':>10}"
-           + (f"{'FID':>10}" if fid_of else "")]
-  for v in r["variants"]:
-    for s in r["sources"]:
-      lines.append(f"{v:<12}{s:<24}{r['ap'][v][s]:>8.4f}{r['accuracy'][v][s]:>8.4f}{r['real_accuracy'][v]:>10.4f}"
-                   f"{r['fake_accuracy'][v][s]:>10.4f}" + (f"{fid_of[s]:>10.2f}" if fid_of else ""))
-  if "gate" in r:
-    g = r["gate"]
-    lines += ["", f"detect, then purify (detector {g['detector']}, threshold {g['threshold']}): the purification grid "
-              f"with rows {', '.join(p for p in g['purifiers'] if p.startswith(purifiers_lib.GATED_PREFIX))} in "
-              f"{g['grid']} and its tables"]
-  return "\n".join(lines)
+format_result, replot = report.format_result, report.replot

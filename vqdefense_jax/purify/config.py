@@ -8,8 +8,8 @@ description (and so checks the whole config) before anything is written.
 import ml_collections
 
 from vqdefense_jax.core import config as core_config
+from vqdefense_jax.core import defence
 from vqdefense_jax.purify.purifiers import PURIFIERS
-from vqdefense_jax.restore import purifier as restore_purifier
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -42,8 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.attack = core_config.attack_section()
 
   c.eval = ml_collections.ConfigDict()  # read by experiment.EvalSpec.from_config
-  c.eval.purifiers = PURIFIERS        # 'none' (undefended) is always computed; 'restorer' adds the restorer
-                                      # (trained here on FGSM -> clean pairs, section `restorer`) as one more row
+  c.eval.purifiers = PURIFIERS        # 'none' (undefended) is always computed; a network purifier ('restorer',
+                                      # trained here on FGSM -> clean pairs, section `restorer`) adds one more row
   c.eval.figure_epsilons = (0.1, 0.3)  # rows of the reconstruction figure
   c.eval.figure_examples = 8
   c.eval.counting = "final"           # 'final': an image counts when its final prediction is right;
@@ -60,7 +60,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.weights.torch_dir = ""            # 'torch': a clone of noodles8436/Split-Defense-VAE (configs/purify/authors.py)
   c.weights.check_sha256 = True       # 'torch': refuse files whose sha256 is not the published one
 
-  c.restorer = restore_purifier.config_section()  # read when eval.purifiers lists 'restorer' (restore/purifier.py)
+  # A network purifier another system offers (core/defence.py; the restorer: vqdefense_jax.restore.purifier, which
+  # a config that lists 'restorer' imports) adds its section, read when eval.purifiers lists it.
+  for name, network in sorted(defence.network_purifiers().items()):
+    c[name] = network.section()
 
   c.train = core_config.train_section()
   c.parallel = core_config.parallel_section()

@@ -11,8 +11,9 @@ Workdir layout:
                                   that asks for the same directory is an error
   checkpoints/vqvae_<kind>_sweep_K<sizes>/   every codebook size of a kind as one stack (train.sweep)
   checkpoints/vqvae_<kind>_K<size>/          one per size (train.sweep = False)
-  checkpoints/restorer/           eval.purifiers lists 'restorer': G and D trained on (FGSM, clean) pairs
-                                  (restore/purifier.py), its record naming the classifier the pairs attack
+  checkpoints/<network>/          eval.purifiers lists a network purifier (core/defence.py; 'restorer': G and D
+                                  of restore/purifier.py) trained on (FGSM, clean) pairs, its record naming
+                                  the classifier the pairs attack
                                   weights.source = 'torch': the same directories hold the imported models at
                                   step 0, their record naming the source file and its sha256 (interop.py)
   grid.json, grid.npz, tables, figures       `evaluate` (purify/results.py, purify/report.py)
@@ -34,6 +35,8 @@ from vqdefense_jax.core import checkpoints
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
+from vqdefense_jax.core import defence
+from vqdefense_jax.core import experiment as skeleton
 from vqdefense_jax.core import parallel
 from vqdefense_jax.core import tiles
 from vqdefense_jax.core import training
@@ -47,10 +50,10 @@ from vqdefense_jax.purify import quantizer
 from vqdefense_jax.purify import report
 from vqdefense_jax.purify.config import base_config
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
-from vqdefense_jax.purify.purifiers import PURIFIERS, Gate, ModulePurifier, Purifier, apply_all
+from vqdefense_jax.core.defence import Gate, ModulePurifier
+from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier, apply_all
 from vqdefense_jax.purify.results import Figure, GridResult
 from vqdefense_jax.purify.vqvae import VQVAE
-from vqdefense_jax.restore import purifier as restore_purifier
 
 log = logging.getLogger(__name__)
 
@@ -70,19 +73,42 @@ class EvalSpec:
                section.counting, section.save_predictions)
     config_lib.require(spec.counting in grid_lib.COUNTING, f"eval.counting must be one of {grid_lib.COUNTING}, "
                        f"not {spec.counting!r}")
-    known = PURIFIERS + (restore_purifier.NAME,)
+    networks = tuple(defence.network_purifiers())
+    known = PURIFIERS + networks
     unknown = [p for p in spec.purifiers if p not in known]
     if unknown or not spec.purifiers:
-      raise VQDefenseError(f"unknown purifier(s) {unknown}; expected some of {', '.join(known)}")
-    if not [p for p in spec.purifiers if p not in ("none", restore_purifier.NAME)]:
-      raise VQDefenseError("the grid needs at least one purifier besides 'none' and 'restorer' (a VQ-VAE) in "
-                           "eval.purifiers")
+      raise VQDefenseError(f"unknown purifier(s) {unknown}; expected some of {', '.join(known)} (a network purifier "
+                           "such as 'restorer' is known once the config imports its module: "
+                           "vqdefense_jax.restore.purifier, as configs/purify/restorer_cpu.py does)")
+    if not [p for p in spec.purifiers if p != "none" and p not in networks]:
+      raise VQDefenseError(f"the grid needs at least one purifier besides 'none' and {', '.join(map(repr, networks))} "
+                           "(a VQ-VAE) in eval.purifiers")
+    if len([p for p in spec.purifiers if p in networks]) > 1:
+      raise VQDefenseError("eval.purifiers lists more than one network purifier; the grid takes one")
     for e in spec.figure_epsilons:
       if not isinstance(e, (int, float)) or not 0.0 <= float(e) <= 1.0:
         raise VQDefenseError(f"eval.figure_epsilons must lie in [0, 1], got {e}")
     if not 0 <= spec.figure_examples <= 100:
       raise VQDefenseError(f"eval.figure_examples must be in 0..100, got {spec.figure_examples}")
     return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """The grid's network purifier (eval.purifiers lists it): what its system offers (core/defence.py) and its
+  section, checked."""
+  offer: defence.NetworkPurifier
+  spec: Any
+
+  @property
+  def name(self) -> str:
+    return self.offer.name
+
+  @classmethod
+  def from_config(cls, c, image_size: int) -> "Network | None":
+    offers = defence.network_purifiers()
+    named = [offers[p] for p in c.eval.purifiers if p in offers]
+    return cls(named[0], named[0].spec(c[named[0].name], image_size, c.seed)) if named else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +126,7 @@ class Experiment:
   grid: grid_lib.GridSpec
   loop: training.LoopSpec
   parallel: parallel.ParallelSpec
-  restorer: restore_purifier.RestorerSpec | None  # eval.purifiers lists 'restorer'
+  network: Network | None                    # eval.purifiers lists a network purifier ('restorer')
   config: dict = dataclasses.field(compare=False, repr=False)  # the resolved config, for the records
 
   @classmethod
@@ -119,14 +145,13 @@ class Experiment:
                          "be ['clean'], vqvae.split_ks empty and vqvae.codebook_sizes one size (768 for the "
                          "authors' weights)")
     evals = EvalSpec.from_config(c.eval)
-    restorer = (restore_purifier.RestorerSpec.from_config(c.restorer, data.image_size, c.seed)
-                if restore_purifier.NAME in evals.purifiers else None)
+    network = Network.from_config(c, data.image_size)
     return cls(seed=c.seed, data=data, classifier=training.Schedule.from_config(c.classifier, "classifier"),
                classifier_model=classifier.from_config(c.classifier), weights=weights,
                vqvae_schedule=training.Schedule.from_config(c.vqvae, "vqvae"),
                vq=vq, attack=attack, eval=evals, grid=grid_lib.GridSpec.from_config(c.grid, attack.epsilons),
                loop=training.LoopSpec.from_config(c.train), parallel=parallel.ParallelSpec.from_config(c.parallel),
-               restorer=restorer, config=c.to_dict())
+               network=network, config=c.to_dict())
 
 
 # --- training runs --------------------------------------------------------------------------------------
@@ -162,7 +187,7 @@ class VQVAELoss:
 class Run:
   """One call of `training.fit`: a model (or a stack of them) with its step, init, batches and checkpoint."""
   name: str                                  # checkpoint directory and progress-bar label
-  step: Any                                  # training.SupervisedStep (the restorer: gan.RestorerStep)
+  step: Any                                  # training.SupervisedStep (a network purifier: its own step)
   init: Callable[[], Any]                    # the initial state (stacked for a sweep)
   num_steps: int
   batch_size: int
@@ -179,15 +204,8 @@ class Run:
     return (self.name,) if self.sweep is None else self.sweep.names
 
 
-# Bump when a code change alters what a checkpoint trained from the same config holds (the model's layers,
-# its initialisation, the batch order, the loss): older checkpoints then no longer match their record.
-CODE_VERSION = 1
-
-
 def _common_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
-  return dict(code_version=CODE_VERSION, seed=exp.seed,
-              data=dict(image_size=exp.data.image_size, train_examples=len(ds.train_images),
-                        train_sha256=ds.train_sha256))
+  return skeleton.common_record(exp.seed, exp.data, ds)
 
 
 def _schedule_record(s: training.Schedule) -> dict[str, Any]:
@@ -203,7 +221,7 @@ def _input_record(exp: Experiment) -> dict[str, float]:
 
 def classifier_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
   if exp.weights.imported:
-    return dict(model="classifier", code_version=CODE_VERSION, imported=exp.weights.record("classifier"),
+    return dict(model="classifier", code_version=skeleton.CODE_VERSION, imported=exp.weights.record("classifier"),
                 data=dict(image_size=exp.data.image_size), classifier=_input_record(exp))
   return dict(model="classifier", **_common_record(exp, ds),
               classifier=dict(_schedule_record(exp.classifier), **_input_record(exp)))
@@ -211,7 +229,7 @@ def classifier_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
 
 def vqvae_record(exp: Experiment, ds: data_lib.Dataset, kind: VQKind, sizes) -> dict[str, Any]:
   if exp.weights.imported:
-    return dict(model=f"vqvae_{kind.name}", code_version=CODE_VERSION, imported=exp.weights.record(_source(exp, kind)),
+    return dict(model=f"vqvae_{kind.name}", code_version=skeleton.CODE_VERSION, imported=exp.weights.record(_source(exp, kind)),
                 data=dict(image_size=exp.data.image_size), tiles=kind.tiles, training=kind.training,
                 codebook_sizes=list(sizes), vqvae=dataclasses.asdict(exp.vq.model))
   r = dict(model=f"vqvae_{kind.name}", **_common_record(exp, ds), tiles=kind.tiles, training=kind.training,
@@ -299,23 +317,23 @@ def vqvae_runs(exp: Experiment, kind: VQKind, ds: data_lib.Dataset) -> list[Run]
   return [dataclasses.replace(run, num_steps=0, imported=imported)]
 
 
-def restorer_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
-  """The restorer is made from the training images, FGSM pairs against the classifier, and its section."""
-  return dict(model=restore_purifier.NAME, **_common_record(exp, ds), classifier=classifier_record(exp, ds),
-              **exp.restorer.record())
+def network_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
+  """A network purifier is made from the training images, FGSM pairs against the classifier, and its section."""
+  return dict(model=exp.network.name, **_common_record(exp, ds), classifier=classifier_record(exp, ds),
+              **exp.network.spec.record())
 
 
-def restorer_run(exp: Experiment, ds: data_lib.Dataset) -> Run:
-  """The restorer's run (eval.purifiers lists 'restorer'): `train_all` gives it its (FGSM, clean) pairs."""
-  spec = exp.restorer
-  return Run(restore_purifier.NAME, spec.step, lambda: spec.init(exp.data.image_size), spec.steps, spec.batch_size,
-             restorer_record(exp, ds), needs_classifier=True)
+def network_run(exp: Experiment, ds: data_lib.Dataset) -> Run:
+  """The network purifier's run (eval.purifiers lists it): `train_all` gives it its (FGSM, clean) pairs."""
+  spec = exp.network.spec
+  return Run(exp.network.name, spec.step, lambda: spec.init(exp.data.image_size), spec.steps, spec.batch_size,
+             network_record(exp, ds), needs_classifier=True)
 
 
 def all_runs(exp: Experiment, ds: data_lib.Dataset) -> list[Run]:
-  """Every run of the experiment in training order: the classifier, each VQ-VAE kind, then the restorer."""
+  """Every run of the experiment in training order: the classifier, each VQ-VAE kind, then the network purifier."""
   return ([classifier_run(exp, ds)] + [r for kind in exp.vq.kinds for r in vqvae_runs(exp, kind, ds)]
-          + ([restorer_run(exp, ds)] if exp.restorer is not None else []))
+          + ([network_run(exp, ds)] if exp.network is not None else []))
 
 
 def _train_or_import(run: Run, workdir: str, train_xy, extra, metrics: MetricsLog, exp: Experiment, stop_at: int | None):
@@ -379,8 +397,8 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   log.info("classifier: clean test accuracy %.4f (%d test images)", acc, len(ds.test_images))
 
   for run in runs[1:]:
-    if run.name == restore_purifier.NAME:
-      summary[run.name] = _train_restorer(exp, run, workdir, ds, cls_params, metrics, stop_at)
+    if exp.network is not None and run.name == exp.network.name:
+      summary[run.name] = _train_network(exp, run, workdir, ds, cls_params, metrics, stop_at)
       continue
     extra = cls_params if run.needs_classifier else None  # the classifier its training inputs attack
     states = _unstack(run, _train_or_import(run, workdir, train_xy, extra, metrics, exp, stop_at))
@@ -396,14 +414,14 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
 
 
 def _pairs_seed(exp: Experiment, split: str) -> int:
-  return training.stable_seed(exp.seed, f"{restore_purifier.NAME}/pairs/{split}")
+  return training.stable_seed(exp.seed, f"{exp.network.name}/pairs/{split}")
 
 
-def _train_restorer(exp: Experiment, run: Run, workdir: str, ds: data_lib.Dataset, cls_params, metrics: MetricsLog,
-                    stop_at: int | None) -> dict[str, float]:
-  """Train the restorer on (FGSM against the classifier, clean) pairs; its test MSEs to the clean images."""
-  spec = exp.restorer
-  attacked = lambda images, labels, split: restore_purifier.adversarial_pairs(
+def _train_network(exp: Experiment, run: Run, workdir: str, ds: data_lib.Dataset, cls_params, metrics: MetricsLog,
+                   stop_at: int | None) -> dict[str, float]:
+  """Train the network purifier on (FGSM against the classifier, clean) pairs; its test MSEs to the clean images."""
+  spec = exp.network.spec
+  attacked = lambda images, labels, split: exp.network.offer.pairs(
       cls_params, exp.classifier_model, images, labels, spec.epsilons, _pairs_seed(exp, split))
   consts = (jnp.asarray(attacked(ds.train_images, ds.train_labels, "train")), jnp.asarray(ds.train_images))
   state = training.fit(run.step, run.init, training.IndexBatches(run.step.seed, len(ds.train_images), run.batch_size),
@@ -412,7 +430,7 @@ def _train_restorer(exp: Experiment, run: Run, workdir: str, ds: data_lib.Datase
                        stop_at=stop_at, record=run.record)
   x_adv = attacked(ds.test_images, ds.test_labels, "test")
   mse = lambda a: float(np.mean((a - ds.test_images) ** 2))
-  restore = functools.partial(_purify, restorer_purifier(exp), state.params.generator)
+  restore = functools.partial(_purify, network_purifier(exp), exp.network.offer.params(state))
   m = dict(attacked_mse=mse(x_adv), restored_mse=mse(parallel.batched(restore, x_adv)),
            clean_restored_mse=mse(parallel.batched(restore, ds.test_images)))
   log.info("%s: test MSE to the clean images: attacked %.5f, restored %.5f; clean inputs restored %.5f", run.name,
@@ -420,9 +438,9 @@ def _train_restorer(exp: Experiment, run: Run, workdir: str, ds: data_lib.Datase
   return m
 
 
-def restorer_purifier(exp: Experiment) -> ModulePurifier:
-  """The restorer's generator as a purifier of the grid."""
-  return ModulePurifier(restore_purifier.NAME, exp.restorer.step.nets().generator)
+def network_purifier(exp: Experiment) -> ModulePurifier:
+  """The network purifier (the restorer: its generator) as a purifier of the grid."""
+  return exp.network.offer.purifier(exp.network.spec)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -430,9 +448,9 @@ def _purify(pur: ModulePurifier, params, x):
   return pur(params, None, x)
 
 
-def load_restorer(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> Any:
-  """The restorer's generator params from its finished checkpoint, which must match this config's record."""
-  return _load(restorer_run(exp, ds), os.path.abspath(workdir)).params.generator
+def load_network(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> Any:
+  """The network purifier's params from its finished checkpoint, which must match this config's record."""
+  return exp.network.offer.params(_load(network_run(exp, ds), os.path.abspath(workdir)))
 
 
 def vqvae_test_metrics(model: VQVAE, variables, k: int, images: np.ndarray, batch: int = 500) -> dict[str, float]:
@@ -504,13 +522,18 @@ def format_result(result: GridResult) -> str:
   return report.format_grid(result)
 
 
+def replot(workdir: str) -> list[str]:
+  """The tables and figures again from grid.json and grid.npz (evaluate.py --plot-only)."""
+  return report.render(GridResult.load(workdir), workdir)
+
+
 def grid_report(exp: Experiment, workdir: str, ds: data_lib.Dataset, cls_params, stacks: dict[VQKind, Any],
                 gate: tuple[Gate, Any] | None = None) -> GridResult:
   """The grid of loaded models (`load_trained`'s) on `ds`'s test set, and its files in `workdir`."""
   images, labels = ds.test_images, ds.test_labels
   mesh = parallel.make_mesh(exp.parallel.model_devices)
-  # The restorer (eval.purifiers lists it) from its finished checkpoint, before anything is computed.
-  network = None if exp.restorer is None else (restorer_purifier(exp), load_restorer(exp, workdir, ds))
+  # The network purifier (eval.purifiers lists it) from its finished checkpoint, before anything is computed.
+  network = None if exp.network is None else (network_purifier(exp), load_network(exp, workdir, ds))
   t0 = time.perf_counter()
   result = grid_lib.run_grid(exp.vq, exp.attack, exp.eval.purifiers, exp.grid, exp.parallel.grid_model_axis,
                              exp.seed, cls_params, stacks, images, labels, mesh,

@@ -48,7 +48,8 @@ from vqdefense_jax.core.attacks import AttackSpec
 from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
-from vqdefense_jax.purify.purifiers import STAGES, Gate, ModulePurifier, Purifier, apply_all
+from vqdefense_jax.core.defence import Gate, ModulePurifier
+from vqdefense_jax.purify.purifiers import STAGES, Purifier, apply_all
 from vqdefense_jax.purify.results import Convergence, GridResult, Paired, Predictions, Restorer, SplitK, Suite
 
 log = logging.getLogger(__name__)

@@ -15,61 +15,29 @@ tile, reassemble), the purifiers are exactly:
 The paper's names read backwards against their order of application; the
 definitions above follow its Sec. 4.1 text, which describes the order.
 
-A network that purifies in one pass (the restorer of restore/purifier.py, a Defense-GAN-like generator) is a
-`ModulePurifier`: it takes the place of the VQ-VAEs in the grid's model stack (its variables travel in the
-No-Split slot) and answers the same calls as a `Purifier`.
+A network that purifies in one pass (a `NetworkPurifier` another system registers in core/defence.py, such as
+the restorer) is a `ModulePurifier`: it takes the place of the VQ-VAEs in the grid's model stack (its variables
+travel in the No-Split slot) and answers the same calls as a `Purifier`.
 
-Detect, then purify: a purifier with a `Gate` (a detector of manipulated images and its threshold)
-purifies only the images the detector flags and passes the others through unchanged, so clean images
-the detector lets through keep the classifier's clean accuracy. Its name is `detect_<purifier>`.
+Detect, then purify: a purifier with a `Gate` (core/defence.py: a detector of manipulated images and its
+threshold) purifies only the images the detector flags and passes the others through unchanged, so clean
+images the detector lets through keep the classifier's clean accuracy. Its name is `detect_<purifier>`.
 """
 
 import dataclasses
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from vqdefense_jax.core import tiles
+from vqdefense_jax.core.defence import GATED_PREFIX, Gate, ModulePurifier, where_flagged as _where
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.vqvae import VQVAE, Variables
 
 PURIFIERS = ("none", "no_split", "split", "vae_to_split", "split_to_vae")
 # Each purifier is a sequence of stages: "N" = R_N, "S" = T_k(R_S), applied left to right.
 STAGES = {"none": (), "no_split": ("N",), "split": ("S",), "vae_to_split": ("S", "N"), "split_to_vae": ("N", "S")}
-
-
-GATED_PREFIX = "detect_"
-
-
-@dataclasses.dataclass(frozen=True)
-class Gate:
-  """A detector (a Flax module: images in [0, 1] -> (B,) logits of "manipulated") and the probability above
-  which an image is flagged. The detector sees each image as an 8-bit file would store it (as in its
-  training: detect/experiment.py quantises every image it sees).
-
-  `flags` is the hard decision the evaluation uses. `soft` is sigmoid(logit - logit(threshold)), 1/2 at the
-  threshold: a white-box attacker who knows the detector differentiates the gate through it
-  (`Purifier.differentiable`).
-  """
-  detector: nn.Module
-  threshold: float = 0.5
-
-  def logits(self, params: Any, x: jnp.ndarray) -> jnp.ndarray:
-    x8 = x + jax.lax.stop_gradient(jnp.round(jnp.clip(x, 0.0, 1.0) * 255) / 255 - x)  # straight through
-    return self.detector.apply({"params": params}, x8)
-
-  def flags(self, params: Any, x: jnp.ndarray) -> jnp.ndarray:
-    return jax.nn.sigmoid(self.logits(params, x)) > self.threshold
-
-  def soft(self, params: Any, x: jnp.ndarray) -> jnp.ndarray:
-    t = self.threshold
-    return jax.nn.sigmoid(self.logits(params, x) - jnp.log(t / (1 - t)))
-
-
-def _where(flag_B: jnp.ndarray, a: jnp.ndarray, b: jnp.ndarray) -> jnp.ndarray:
-  return jnp.where(flag_B.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,39 +90,6 @@ class Purifier:
     s = self.gate.soft(gate_params, x).reshape((-1,) + (1,) * (x.ndim - 1))
     soft = x + s * (out - x)
     return _where(self.gate.flags(gate_params, x), out, x) + soft - jax.lax.stop_gradient(soft)
-
-
-@dataclasses.dataclass(frozen=True)
-class ModulePurifier:
-  """A purifier that is one Flax module (images in [0, 1] -> images), hashable by value like `Purifier`.
-
-  The grid passes its params where a `Purifier` gets the No-Split VQ-VAE's variables; the Split slot is unused.
-  A white-box attacker differentiates the module itself (no gate, no quantiser).
-  """
-  name: str
-  module: nn.Module
-  gate: None = None
-
-  @property
-  def label(self) -> str:
-    return self.name
-
-  @property
-  def stages(self) -> tuple[str, ...]:
-    return (f"module:{self.name}",)  # never shared with a VQ-VAE's stages in `apply_all`
-
-  def stage(self, which: str, params: Any, split_vars: Any, x: jnp.ndarray) -> jnp.ndarray:
-    del which, split_vars
-    return self.module.apply({"params": params}, x)
-
-  def purify(self, params: Any, split_vars: Any, x: jnp.ndarray) -> jnp.ndarray:
-    return self.stage(self.stages[0], params, split_vars, x)
-
-  def __call__(self, params: Any, split_vars: Any, x: jnp.ndarray, gate_params: Any = None) -> jnp.ndarray:
-    del gate_params
-    return self.purify(params, split_vars, x)
-
-  differentiable = __call__
 
 
 def apply_all(purifiers: tuple[Purifier | ModulePurifier, ...], no_split_vars: Variables, split_vars: Variables,

@@ -20,7 +20,7 @@ from vqdefense_jax.core import files
 from vqdefense_jax.core import report as draw
 from vqdefense_jax.purify import masking
 from vqdefense_jax.purify.grid import WORST, best_index
-from vqdefense_jax.purify.purifiers import GATED_PREFIX
+from vqdefense_jax.core.defence import GATED_PREFIX
 from vqdefense_jax.purify.results import GridResult
 
 plt = draw.plt

@@ -5,7 +5,8 @@ for it is an error, or with --retrain deletes and trains it again):
   checkpoints/classifier/            the MNIST classifier (eval.classifier)
   checkpoints/restorer_<variant>/    one per `variants` entry ('cbam', 'nocbam', 'cbam_l1only', ...)
   metrics.jsonl, config.json
-  restoration.json                   every number below, and the config
+  restoration.json                   every number below, and the config (restore/results.py)
+  restoration.npz                    the images and maps the figures draw (evaluate.py --plot-only redraws them)
   table_quality.{csv,md}             PSNR and SSIM over the box and the whole image: mosaicked and restored
   table_gradcam.{csv,md}             Grad-CAM concentration on the box, per CBAM layer and in all
   table_accuracy.{csv,md}            classifier accuracy on clean, mosaicked, restored, attacked, purified images
@@ -35,7 +36,6 @@ Evaluation (eval.num_images test images):
 """
 
 import dataclasses
-import json
 import math
 import os
 import re
@@ -44,16 +44,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from matplotlib import colormaps
 
 from vqdefense_jax.core import attacks
 from vqdefense_jax.core import checkpoints
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
-from vqdefense_jax.core import files
+from vqdefense_jax.core import experiment as skeleton
 from vqdefense_jax.core import parallel
-from vqdefense_jax.core import report as draw
 from vqdefense_jax.core import training
 from vqdefense_jax.core import workdir as workdir_lib
 from vqdefense_jax.core.config import require
@@ -63,10 +61,10 @@ from vqdefense_jax.restore import gradcam
 from vqdefense_jax.restore import models
 from vqdefense_jax.restore import mosaic as mosaic_lib
 from vqdefense_jax.restore import quality
+from vqdefense_jax.restore import report
 from vqdefense_jax.restore.config import base_config
+from vqdefense_jax.restore.results import RestorationResult
 
-# Bump when a code change alters what a checkpoint trained from the same config holds.
-CODE_VERSION = 1
 _LAMBDA = re.compile(r"lambda(\d+(?:\.\d+)?(?:e-?\d+)?)$")
 
 
@@ -128,8 +126,7 @@ class GANSpec:
   def from_config(cls, s) -> "GANSpec":
     spec = cls(float(s.l1_weight), float(s.learning_rate), s.batch_size, s.steps)
     require(spec.l1_weight >= 0 and spec.learning_rate > 0, "gan.l1_weight must be >= 0 and gan.learning_rate > 0")
-    require(1 <= spec.batch_size <= training.MAX_BATCH and 1 <= spec.steps <= training.MAX_STEPS,
-            f"gan.batch_size must be in 1..{training.MAX_BATCH} and gan.steps in 1..{training.MAX_STEPS}")
+    skeleton.check_schedule("gan", spec.batch_size, spec.steps)
     return spec
 
 
@@ -208,9 +205,7 @@ def restorer_name(v: Variant) -> str:
 # --- records ---------------------------------------------------------------------------------------------
 
 def _common(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
-  return dict(code_version=CODE_VERSION, seed=exp.seed,
-              data=dict(dataset=exp.data.dataset, image_size=exp.data.image_size,
-                        train_examples=len(ds.train_images), train_sha256=ds.train_sha256))
+  return skeleton.common_record(exp.seed, exp.data, ds, dataset=True)
 
 
 def classifier_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
@@ -254,10 +249,6 @@ def restorer_step(exp: Experiment, v: Variant) -> gan.RestorerStep:
                           seed=training.stable_seed(exp.seed, "restorer"))
 
 
-def _image_shape(ds: data_lib.Dataset) -> tuple[int, int, int]:
-  return tuple(int(s) for s in ds.train_images.shape[1:])
-
-
 def _classifier_run(exp: Experiment, ds: data_lib.Dataset):
   """(step, init, number of steps) of the classifier, seeded as the purification experiment seeds its own."""
   n_train = len(ds.train_images)
@@ -270,9 +261,8 @@ def _classifier_run(exp: Experiment, ds: data_lib.Dataset):
 
 def _fit(step, init, batches, num_steps: int, workdir: str, name: str, record, consts, metrics, exp: Experiment,
          stop_at: int | None):
-  return training.fit(step, init, batches, num_steps=num_steps, ckpt_dir=os.path.join(workdir, "checkpoints", name),
-                      name=name, consts=consts, metrics=metrics, checkpoint_every=exp.loop.checkpoint_every,
-                      log_every=exp.loop.log_every, stop_at=stop_at, record=record)
+  return skeleton.fit(step, init, batches, num_steps=num_steps, workdir=workdir, name=name, record=record,
+                      consts=consts, metrics=metrics, loop=exp.loop, stop_at=stop_at)
 
 
 def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,
@@ -296,7 +286,7 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
                              metrics, exp, stop_at).params
   x_mosaic, _ = pairs(exp, ds.train_images, "train")
   consts = (jnp.asarray(x_mosaic), jnp.asarray(ds.train_images))  # on the device once for every variant
-  shape = _image_shape(ds)
+  shape = skeleton.image_shape(ds)
   for v in exp.variants:
     step, name = restorer_step(exp, v), restorer_name(v)
     batches = training.IndexBatches(step.seed, len(ds.train_images), exp.gan.batch_size)
@@ -309,7 +299,7 @@ def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> dict[st
   """Every model's params (as `train_all` returns them) from finished checkpoints made from this config."""
   workdir = os.path.abspath(workdir)
   wanted = records(exp, ds)
-  shape = _image_shape(ds)
+  shape = skeleton.image_shape(ds)
   restore = lambda name, init, num_steps: checkpoints.restore_finished(
       os.path.join(workdir, "checkpoints", name), wanted[name], jax.eval_shape(init), num_steps, name).params
   out = {}
@@ -327,21 +317,6 @@ def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> dict[st
 def _finite(v: float) -> float | None:
   """JSON has no NaN or infinity: an undefined value is null."""
   return float(v) if math.isfinite(v) else None
-
-
-def _jet(map_NxHxW: np.ndarray) -> np.ndarray:
-  """Each map scaled by its own maximum and coloured (jet, as Grad-CAM figures are): (N, H, W, 3)."""
-  peak = map_NxHxW.max(axis=(1, 2), keepdims=True)
-  return colormaps["jet"](np.where(peak > 0, map_NxHxW / np.where(peak > 0, peak, 1), 0))[..., :3]
-
-
-def _rgb(x_NxHxWxC: np.ndarray) -> np.ndarray:
-  return np.repeat(x_NxHxWxC, 3, axis=-1) if x_NxHxWxC.shape[-1] == 1 else x_NxHxWxC
-
-
-def overlay(x_NxHxWxC: np.ndarray, map_NxHxW: np.ndarray) -> np.ndarray:
-  """Half the image, half its coloured map (Grad-CAM's overlays)."""
-  return 0.5 * _rgb(np.clip(x_NxHxWxC, 0, 1)) + 0.5 * _jet(map_NxHxW)
 
 
 def cbam_gradcam(params: gan.RestorerParams, x: np.ndarray, mask: np.ndarray, batch: int = 250) -> dict[str, Any]:
@@ -375,12 +350,8 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
   Trains what is missing first when `train_missing` (`retrain` as in `train_all`)."""
   workdir = workdir_lib.claim(workdir, "restore", create=train_missing)
   ds = data_lib.load_dataset(exp.data)
-  try:
-    params = load_trained(exp, workdir, ds)
-  except VQDefenseError:
-    if not train_missing:
-      raise
-    params = train_all(exp, workdir, retrain=retrain, ds=ds)  # a mismatch without --retrain is raised there
+  params = skeleton.load_or_train(lambda: load_trained(exp, workdir, ds),
+                                  lambda: train_all(exp, workdir, retrain=retrain, ds=ds), train_missing)
   n = min(exp.eval.num_images or len(ds.test_images), len(ds.test_images))
   clean, labels = ds.test_images[:n], ds.test_labels[:n]
   x_mosaic, mask = pairs(exp, clean, "test")
@@ -405,7 +376,8 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
      result["gradcam_defined"][v.name]) = _concentration_summary(cams["concentration"])
     result["realness"][v.name] = float(np.mean(cams["score"]))
     maps[v.name] = cams["maps"][:k]
-  figures = dict(clean=clean[:k], mosaic=x_mosaic[:k], restored={v: r[:k] for v, r in restored.items()}, maps=maps)
+  figures = dict(clean=clean[:k], mosaic=x_mosaic[:k], **{f"restored/{v}": r[:k] for v, r in restored.items()},
+                 **{f"maps/{v}": m for v, m in maps.items()})
   result["accuracy"] = None
   if exp.classifier is not None:
     cls_params, model = params["classifier"], exp.classifier_model
@@ -417,91 +389,14 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
         epsilon=exp.eval.attack_epsilon, purified_by=restorer_name(exp.variants[0]), layer=gradcam.CLASSIFIER_LAYER,
         target="true class", accuracy={name: acc(x) for name, x in views.items()})
     cam = jax.jit(lambda x, c: gradcam.classifier_gradcam(model, cls_params, x, c)[0])
-    figures["classifier"] = {name: (x[:k], np.asarray(cam(jnp.asarray(x[:k]), jnp.asarray(labels[:k]))))
-                             for name, x in views.items()}
-  result["config"] = exp.config
-  _write(result, figures, workdir)
-  return result
+    for name, x in views.items():
+      figures[f"classifier/{name}/x"] = x[:k]
+      figures[f"classifier/{name}/cam"] = np.asarray(cam(jnp.asarray(x[:k]), jnp.asarray(labels[:k])))
+  out = RestorationResult(**result, config=exp.config, figures=figures)
+  report.write(out, workdir)
+  return out
 
 
-def _write(result: dict[str, Any], figures: dict[str, Any], workdir: str) -> None:
-  names, layers = result["variants"], result["layers"]
-  with files.staged(workdir) as target:
-    with open(target("restoration.json"), "w") as f:
-      json.dump(result, f, indent=2)
-    m = result["mosaic"]
-    info = (f"{result['num_images']} test images {'×'.join(map(str, result['image_shape']))}; mosaic block "
-            f"{m['block']} over {'a random box per image' if m['region'] == 'box' else 'the whole image'} "
-            f"(mean box area {result['box_area']:.3f} of the image)")
-    nan = float("nan")
-    val = lambda x: nan if x is None else x
-    cols = ["psnr_box", "psnr_image", "ssim_box", "ssim_image"]
-    row = lambda v, inp: [val(result[mt][v][inp][r]) for mt in ("psnr", "ssim") for r in ("box", "image")]
-    draw.table(target, "table_quality", "Restoration quality against the clean image (PSNR in dB; SSIM)", info,
-               ["variant", "input"], [["-", "mosaic"]] + [[v, "restored"] for v in names],
-               [row(names[0], "mosaic")] + [row(v, "restored") for v in names], cols)
-    draw.table(target, "table_gradcam", "Grad-CAM of the CBAM layers (score D(G(x))): mass share in the box / box "
-               "area share (1: uniform, > 1: concentrated on the box)", info, ["variant"], [[v] for v in names],
-               [[val(result["gradcam_concentration"][v])] + [val(x) for x in result["gradcam_concentration_layers"][v]]
-                + [result["realness"][v]] for v in names], ["concentration"] + layers + ["mean_D_logit"])
-    acc = result["accuracy"]
-    if acc is not None:
-      cg = result["classifier_gradcam"]
-      labels = ([["clean"], ["mosaic"]] + [[f"restored ({v})"] for v in names]
-                + [[f"FGSM eps={cg['epsilon']:g}"], [f"FGSM, then {cg['purified_by']}"]])
-      values = ([[acc["clean"]], [acc["mosaic"]]] + [[acc["restored"][v]] for v in names]
-                + [[cg["accuracy"]["adversarial"]], [cg["accuracy"]["purified"]]])
-      draw.table(target, "table_accuracy", "MNIST classifier accuracy", info, ["images"], labels, values, ["accuracy"])
-
-    rows = [figures["clean"], figures["mosaic"]] + [figures["restored"][v] for v in names]
-    draw.image_grid(np.stack(rows)[None], ["clean", "mosaic"] + [f"restored\n{v}" for v in names], [""],
-                    "clean test images, their mosaic, and every variant's restoration", target("fig_restorations.png"))
-    blocks = []
-    for v in names:
-      mean_map = figures["maps"][v].mean(axis=1)
-      blocks.append(np.stack([_rgb(figures["mosaic"]), _rgb(np.clip(figures["restored"][v], 0, 1)), _jet(mean_map),
-                              overlay(figures["mosaic"], mean_map)]))
-    draw.image_grid(np.stack(blocks), ["input", "G(x)", "Grad-CAM", "overlay"], names,
-                    "Grad-CAM of the CBAM layers (mean of the layers' maps), scoring D(G(x)): where each restorer "
-                    "attends (the document's Fig. 2)", target("fig_gradcam.png"))
-    first = figures["maps"][names[0]]
-    draw.image_grid(np.stack([overlay(figures["mosaic"], first[:, j]) for j in range(first.shape[1])])[None],
-                    layers, [names[0]], f"Grad-CAM of each CBAM layer of {names[0]} on the mosaicked input",
-                    target("fig_gradcam_layers.png"))
-    if "classifier" in figures:
-      views = figures["classifier"]
-      rows = [r for x, cam in views.values() for r in (_rgb(np.clip(x, 0, 1)), overlay(x, cam))]
-      row_names = [r for name in views for r in (name, f"{name}\nGrad-CAM")]
-      draw.image_grid(np.stack(rows)[None], row_names, [""], "the classifier's Grad-CAM (last convolution, true "
-                      "class) on clean, FGSM-attacked and restorer-purified images",
-                      target("fig_gradcam_classifier.png"))
-    fig, axes = draw.panels(2)
-    for ax, metric in zip(axes, ("psnr", "ssim")):
-      bars = [val(result[metric][names[0]]["mosaic"]["box"])] + [val(result[metric][v]["restored"]["box"])
-                                                                  for v in names]
-      ax.bar([0], bars[:1], color="grey", label="mosaicked input")
-      ax.bar(np.arange(1, len(bars)), bars[1:], color="C0", label="restored")
-      ax.set_xticks(np.arange(len(bars)), ["mosaic"] + names, rotation=45, ha="right")
-      ax.set_title(f"{metric.upper()} over the box", fontsize=9)
-    draw.finish(fig, axes, "restoration quality over the mosaic box", target("fig_quality.png"), "", "")
+format_result, replot = report.format_result, report.replot
 
 
-def format_result(r: dict[str, Any]) -> str:
-  fmt = lambda x, spec: "n/a" if x is None else format(x, spec)
-  lines = [f"{r['num_images']} test images; mosaic block {r['mosaic']['block']} over "
-           f"{r['mosaic']['region']} (mean box area {r['box_area']:.3f})", "",
-           f"{'variant':<20}{'input':<10}{'PSNR box':>10}{'PSNR img':>10}{'SSIM box':>10}{'SSIM img':>10}"
-           f"{'CAM conc.':>11}" + (f"{'accuracy':>10}" if r["accuracy"] else "")]
-  v0 = r["variants"][0]
-  quality_row = lambda v, inp: "".join(f"{fmt(r[m][v][inp][reg], '.3f' if m == 'ssim' else '.2f'):>10}"
-                                       for m in ("psnr", "ssim") for reg in ("box", "image"))
-  lines.append(f"{'-':<20}{'mosaic':<10}{quality_row(v0, 'mosaic')}{'':>11}"
-               + (f"{r['accuracy']['mosaic']:>10.4f}" if r["accuracy"] else ""))
-  for v in r["variants"]:
-    lines.append(f"{v:<20}{'restored':<10}{quality_row(v, 'restored')}{fmt(r['gradcam_concentration'][v], '.3f'):>11}"
-                 + (f"{r['accuracy']['restored'][v]:>10.4f}" if r["accuracy"] else ""))
-  if r["accuracy"]:
-    cg = r["classifier_gradcam"]
-    lines += ["", f"classifier: clean {r['accuracy']['clean']:.4f}, FGSM ε={cg['epsilon']:g} "
-              f"{cg['accuracy']['adversarial']:.4f}, FGSM then {cg['purified_by']} {cg['accuracy']['purified']:.4f}"]
-  return "\n".join(lines)

@@ -10,6 +10,9 @@ draws them). The pairs are fixed data, so a resumed run continues bit-identicall
 In the grid (purify/grid.py) the restorer is a `ModulePurifier`: grey-box attacks are the classifier's, as for
 every purifier; the white-box attacks differentiate through G (`ste_*`: its true gradient; G has no
 quantiser) or take it as the identity backward (`bpda_*`).
+
+Importing this module registers the restorer as a network purifier (core/defence.py): a purification config
+that lists 'restorer' in eval.purifiers imports it first, and gains the `restorer` section.
 """
 
 import dataclasses
@@ -23,6 +26,8 @@ import numpy as np
 from vqdefense_jax.core import attacks
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
+from vqdefense_jax.core import defence
+from vqdefense_jax.core import experiment as skeleton
 from vqdefense_jax.core import parallel
 from vqdefense_jax.core import training
 from vqdefense_jax.restore import gan
@@ -62,9 +67,7 @@ class RestorerSpec:
     require(1 <= s.width <= 1024 and 0 <= s.blocks <= 64 and 1 <= s.d_width <= 1024 and 0 <= s.d_layers <= 8,
             f"restorer.width (1..1024), blocks (0..64), d_width (1..1024) or d_layers (0..8; 0: by image size) out "
             f"of range: {s.width}, {s.blocks}, {s.d_width}, {s.d_layers}")
-    require(1 <= s.batch_size <= training.MAX_BATCH and 1 <= s.steps <= training.MAX_STEPS,
-            f"restorer.batch_size must be in 1..{training.MAX_BATCH} and restorer.steps in 1..{training.MAX_STEPS}, "
-            f"got {s.batch_size} and {s.steps}")
+    skeleton.check_schedule("restorer", s.batch_size, s.steps)
     eps = tuple(float(e) for e in s.epsilons)
     require(bool(eps) and all(0.0 < e <= 1.0 for e in eps),
             f"restorer.epsilons must be one or more ε in (0, 1] (pixel units), got {tuple(s.epsilons)}")
@@ -76,7 +79,7 @@ class RestorerSpec:
     return cls(step, s.batch_size, s.steps, eps)
 
   def record(self) -> dict[str, Any]:
-    """What defines the trained restorer besides the data and the classifier (experiment.restorer_record)."""
+    """What defines the trained restorer besides the data and the classifier (purify/experiment.py's network_record)."""
     st = self.step
     return dict(generator=dict(width=st.width, blocks=st.blocks, cbam=st.cbam),
                 discriminator=dict(width=st.d_width, layers=st.d_layers),
@@ -108,3 +111,8 @@ def adversarial_pairs(cls_params, cls_model: classifier.Classifier, images: np.n
   eps_N = pair_epsilons(epsilons, len(images), seed)
   return parallel.batched(functools.partial(_fgsm_per_image, cls_params, cls_model), images, labels, eps_N,
                           batch=batch)
+
+
+RESTORER = defence.register(defence.NetworkPurifier(
+    name=NAME, section=config_section, spec=RestorerSpec.from_config, pairs=adversarial_pairs,
+    module=lambda spec: spec.step.nets().generator, params=lambda state: state.params.generator))
