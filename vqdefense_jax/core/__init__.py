@@ -5,6 +5,9 @@
   systems        the systems by name: what train.py and evaluate.py call for each
   workdir        a workdir belongs to one system and config; every check before anything is written
   files          atomic JSON, locks, outputs that appear all at once
+  results        typed results saved as json + npz with their tables and figures (detection, restoration)
+  defence        Gate, ModulePurifier, the registry of network purifiers
+  experiment     the experiment skeleton: common record, CODE_VERSION, fit, load-or-train
   parallel       stacks of models (leading model axis), the ('model', 'batch') device mesh
   distributed    several processes in one run: joining, a watchdog, failing together with one line
   coordinator    JAX's coordination service in a helper process that process 0 starts

@@ -40,6 +40,12 @@ def owner(workdir: str) -> str | None:
     raise VQDefenseError(f"{path} is unreadable ({type(e).__name__}); use another --workdir") from e
 
 
+def _refuse_another_system(workdir: str, system: str) -> None:
+  if (held := owner(workdir)) not in (None, system):
+    raise VQDefenseError(f"workdir {workdir} holds a {held} run (its {CONFIG}); a workdir belongs to one system: "
+                         f"give this {system} run another --workdir")
+
+
 def claim(workdir: str, system: str, create: bool = True) -> str:
   """The workdir's absolute path, once it is known to hold no other system's run. It is created (and proven
   writable) only with `create`; without it (evaluation of finished checkpoints) a missing workdir is an error."""
@@ -49,9 +55,7 @@ def claim(workdir: str, system: str, create: bool = True) -> str:
       raise VQDefenseError(f"workdir {workdir} does not exist: train first (train.py with the same --config and "
                            "--workdir), or add --grid to train what is missing")
     return files.prepare_workdir(workdir)
-  if (held := owner(workdir)) not in (None, system):
-    raise VQDefenseError(f"workdir {workdir} holds a {held} run (its {CONFIG}); a workdir belongs to one system: "
-                         f"give this {system} run another --workdir")
+  _refuse_another_system(workdir, system)
   return files.prepare_workdir(workdir)
 
 
@@ -79,9 +83,7 @@ def accept(workdir: str, config: dict[str, Any], runs: dict[str, tuple[dict[str,
   """Check every run (and the runs of `also`: a nested experiment's, checked here, accepted by its own call),
   then, only on the `lead` process: delete the stale checkpoints (`retrain`), write config.json; returns the
   workdir's metrics log (None-backed off the lead)."""
-  if (held := owner(workdir)) not in (None, system_of(config)):
-    raise VQDefenseError(f"workdir {workdir} holds a {held} run (its {CONFIG}); a workdir belongs to one system: "
-                         f"give this {system_of(config)} run another --workdir")
+  _refuse_another_system(workdir, system_of(config))
   stale = check(runs, retrain)
   for more in also:
     check(more, retrain)

@@ -360,7 +360,8 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   steps = dict(alae=exp.alae.steps, dcgan=exp.dcgan.steps, **{f"detector_{v}": exp.detector.steps for v in exp.variants})
   runs = {os.path.join(workdir, "checkpoints", name): (r, steps[name]) for name, r in records.items()}
   # The purification models' checks too, before anything of either is written.
-  nested = (purify_lib.checked_runs(exp.purify, ds, purify_workdir(workdir)),) if exp.purify is not None else ()
+  nested = (() if exp.purify is None else
+            (purify_lib.checked_runs(purify_lib.all_runs(exp.purify, ds), purify_workdir(workdir)),))
   metrics = workdir_lib.accept(workdir, exp.config, runs, retrain, also=nested)
   if exp.purify is not None:  # its own records, config.json and metrics, in its own directory
     purify_lib.train_all(exp.purify, purify_workdir(workdir), stop_at=stop_at, retrain=retrain, ds=ds)

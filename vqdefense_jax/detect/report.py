@@ -1,31 +1,23 @@
 """A detection result's tables, figures and printed summary (detect/results.py holds the numbers)."""
 
-import os
-
 import numpy as np
 
-from vqdefense_jax.core import files
 from vqdefense_jax.core import report as draw
-from vqdefense_jax.detect.results import JSON, NPZ, DetectionResult
+from vqdefense_jax.core import results as saved
 from vqdefense_jax.core.defence import GATED_PREFIX
+from vqdefense_jax.detect.results import DetectionResult
 
 FIGURE_EXAMPLES = 8  # real and fake images per source in fakes.png (and in detection.npz)
 
 
 def write(result: DetectionResult, workdir: str) -> list[str]:
-  """detection.json, detection.npz, the tables and the figures, all at once (files.staged)."""
-  with files.staged(workdir) as target:
-    result.save(target(JSON), target(NPZ))
-    render(result, target)
-  return [os.path.join(workdir, n) for n in target.names]
+  """The result's json and npz, its tables and figures, all at once."""
+  return saved.write(result, workdir, render)
 
 
 def replot(workdir: str) -> list[str]:
-  """The tables and figures again from detection.json and detection.npz (evaluate.py --plot-only)."""
-  result = DetectionResult.load(workdir)
-  with files.staged(workdir) as target:
-    render(result, target)
-  return [os.path.join(workdir, n) for n in target.names]
+  """The tables and figures again from the result's json and npz (evaluate.py --plot-only)."""
+  return saved.write(DetectionResult.load(workdir), workdir, render, save=False)
 
 
 def render(result: DetectionResult, target) -> None:

@@ -368,9 +368,9 @@ def _unstack(run: Run, ts) -> list[training.TrainState]:
   return [ts] if run.sweep is None else [parallel.take(ts, i) for i in range(len(run.sweep.names))]
 
 
-def checked_runs(exp: Experiment, ds: data_lib.Dataset, workdir: str) -> dict[str, tuple[dict[str, Any], int]]:
-  """{checkpoint directory: (record, steps)} of every run, for core/workdir.py's checks."""
-  return {r.directory(workdir): (r.record, r.num_steps) for r in all_runs(exp, ds)}
+def checked_runs(runs: list[Run], workdir: str) -> dict[str, tuple[dict[str, Any], int]]:
+  """{checkpoint directory: (record, steps)} of `runs` (`all_runs`'), for core/workdir.py's checks."""
+  return {r.directory(workdir): (r.record, r.num_steps) for r in runs}
 
 
 def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,
@@ -385,7 +385,7 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   ds = ds or data_lib.load_dataset(exp.data)
   runs = all_runs(exp, ds)
   lead = jax.process_index() == 0  # on several hosts, one process writes the files (orbax coordinates itself)
-  metrics = workdir_lib.accept(workdir, exp.config, checked_runs(exp, ds, workdir), retrain, lead)
+  metrics = workdir_lib.accept(workdir, exp.config, checked_runs(runs, workdir), retrain, lead)
   # On the device once for every model (fit would otherwise copy it per model).
   train_xy = (jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels))
   summary = {}

@@ -1,13 +1,11 @@
 """A restoration result's tables, figures and printed summary (restore/results.py holds the numbers)."""
 
-import os
-
 import numpy as np
 from matplotlib import colormaps
 
-from vqdefense_jax.core import files
 from vqdefense_jax.core import report as draw
-from vqdefense_jax.restore.results import JSON, NPZ, RestorationResult
+from vqdefense_jax.core import results as saved
+from vqdefense_jax.restore.results import RestorationResult
 
 
 def _jet(map_NxHxW: np.ndarray) -> np.ndarray:
@@ -26,19 +24,13 @@ def overlay(x_NxHxWxC: np.ndarray, map_NxHxW: np.ndarray) -> np.ndarray:
 
 
 def write(result: RestorationResult, workdir: str) -> list[str]:
-  """restoration.json, restoration.npz, the tables and the figures, all at once (files.staged)."""
-  with files.staged(workdir) as target:
-    result.save(target(JSON), target(NPZ))
-    render(result, target)
-  return [os.path.join(workdir, n) for n in target.names]
+  """The result's json and npz, its tables and figures, all at once."""
+  return saved.write(result, workdir, render)
 
 
 def replot(workdir: str) -> list[str]:
-  """The tables and figures again from restoration.json and restoration.npz (evaluate.py --plot-only)."""
-  result = RestorationResult.load(workdir)
-  with files.staged(workdir) as target:
-    render(result, target)
-  return [os.path.join(workdir, n) for n in target.names]
+  """The tables and figures again from the result's json and npz (evaluate.py --plot-only)."""
+  return saved.write(RestorationResult.load(workdir), workdir, render, save=False)
 
 
 def render(result: RestorationResult, target) -> None:
