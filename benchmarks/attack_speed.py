@@ -38,7 +38,9 @@ import numpy as np  # noqa: E402
 from vqdefense_jax.core import attacks, parallel  # noqa: E402
 from vqdefense_jax.core import config as config_lib  # noqa: E402
 from vqdefense_jax.core import data as data_lib  # noqa: E402
+from vqdefense_jax.core import experiment as skeleton  # noqa: E402
 from vqdefense_jax.purify import experiment, grid  # noqa: E402
+from vqdefense_jax.purify.purifiers import VQParams  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = {
@@ -65,7 +67,7 @@ def load(num_images: int, random: bool):
     return exp, ds, cls, *(stacks[kind] for kind in exp.vq.paper_kinds)
   with tempfile.TemporaryDirectory() as workdir:
     for run in experiment.all_runs(exp, ds):
-      experiment._import(run, workdir)  # pylint: disable=protected-access
+      skeleton.fit_run(run, workdir, (), None, exp.loop, None)  # imported: converted and saved, not trained
     cls, models = experiment.load_trained(exp, workdir, ds)
   return exp, ds, cls, *(models[kind] for kind in exp.vq.paper_kinds)
 
@@ -84,7 +86,8 @@ def ours(workload: str, num_images: int, eps, chunks, random: bool, queries: int
   mesh = parallel.make_mesh(1, jax.devices()[:1])
   rows, first = [], None
   for chunk in chunks:
-    res = grid.run_counts(purifiers, "map", mesh, cls, no_split, split, ds.test_images, ds.test_labels, eps, chunk,
+    res = grid.run_counts(purifiers, "map", mesh, cls, VQParams(no_split, split), ds.test_images, ds.test_labels,
+                          eps, chunk,
                           attack_list=w["attacks"], seed=0, measure=grid.Measure(exp.classifier_model))
     if first is None:
       first = res

@@ -35,7 +35,7 @@ from vqdefense_jax.core import attacks, classifier, parallel  # noqa: E402
 from vqdefense_jax.core import config as config_lib  # noqa: E402
 from vqdefense_jax.core import data as data_lib  # noqa: E402
 from vqdefense_jax.purify import experiment, grid  # noqa: E402
-from vqdefense_jax.purify.purifiers import apply_all  # noqa: E402
+from vqdefense_jax.purify.purifiers import VQParams, apply_all  # noqa: E402
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -44,7 +44,7 @@ def loop_step(purifiers, cls_params, no_split, split, x_BxHxWx1, y_B, w_B, eps):
   f = classifier.logits_fn(cls_params)
   x_adv = attacks.fgsm(f, x_BxHxWx1, y_B, eps[None])[0]
   correct = lambda images: jnp.sum((jnp.argmax(f(images), -1) == y_B) * w_B)
-  return correct(x_adv), jnp.stack([correct(out) for out in apply_all(purifiers, no_split, split, x_adv)])
+  return correct(x_adv), jnp.stack([correct(out) for out in apply_all(purifiers, VQParams(no_split, split), x_adv)])
 
 
 def peak_memory_mb() -> tuple[float, str]:
@@ -86,7 +86,7 @@ def main(argv):
     cls, stacks = experiment.load_trained(exp, args.workdir, ds)
   else:
     cls, stacks = random_weights(exp, sizes)
-  stacks = {"no_split": stacks[exp.vq.kind(1)], "split": stacks[exp.vq.kind(exp.vq.split_k)]}
+  params = VQParams(stacks[exp.vq.kind(1)], stacks[exp.vq.kind(exp.vq.split_k)])
   eps = list(exp.attack.epsilons)
   purifiers = grid.make_purifiers(exp.vq, exp.eval.purifiers)
   n, e, m, pn = len(images), len(eps), len(sizes), len(purifiers)
@@ -103,8 +103,8 @@ def main(argv):
   chunk = args.chunk_size or exp.grid.chunk_size  # 0: grid.default_chunk_size() for this backend
   reference = None
   for axis in args.model_axis.split(","):
-    und_AxE, acc_MxAxPxE, t, _, _ = grid.run_counts(purifiers, axis, mesh, cls, stacks["no_split"], stacks["split"],
-                                              images, labels, eps, chunk)  # the paper's attack only: A = 1
+    und_AxE, acc_MxAxPxE, t, _, _ = grid.run_counts(purifiers, axis, mesh, cls, params, images, labels, eps,
+                                                    chunk)  # the paper's attack only: A = 1
     und, acc = und_AxE[0], acc_MxAxPxE[:, 0]
     wall = t["compile_s"] + t["run_s"]
     mem, mem_kind = peak_memory_mb()
@@ -124,7 +124,7 @@ def main(argv):
     t0 = time.perf_counter()
     first = None
     for i in range(m):
-      no_split, split = parallel.take(stacks["no_split"], i), parallel.take(stacks["split"], i)
+      no_split, split = parallel.take(params.no_split, i), parallel.take(params.split, i)
       for j, eps_j in enumerate(eps):
         for start in range(0, n, bs):
           x, y, w, _ = (a[0] for a in grid.chunked(images[start:start + bs], labels[start:start + bs], bs))

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 
 # "seed 004", "Seed 002's", "seeds/000_…", "issue 15", "Issue #13" (another project's issue, named with its
 # repository, e.g. "ALAE issue #44", is a citation a reader can follow, so it is allowed).

@@ -6,7 +6,7 @@ import os
 import pytest
 
 import train
-from conftest import ROOT
+from support import ROOT
 
 
 @pytest.mark.parametrize("config,override,message", [

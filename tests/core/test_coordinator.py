@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import free_port
+from support import free_port
 from vqdefense_jax.core import coordinator, distributed
 from vqdefense_jax.core.errors import VQDefenseError
 

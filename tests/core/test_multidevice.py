@@ -1,4 +1,5 @@
-"""Past one device: the grid and the sweep training give the same results on 4 (CPU) devices as on one."""
+"""Past one device: the grid, the sweep training and data-parallel training give the same results on 4 (CPU)
+devices as on one."""
 
 import json
 import os
@@ -21,6 +22,8 @@ def test_four_devices_give_the_same_results_as_one(data_dir, tmp_path):
   assert res["device_count"] == 4
   # Sweep training: four codebook sizes split over four devices, against the same stack on one device.
   assert res["train_max_abs_diff"] < 1e-5
+  # Data-parallel training: each batch of 16 split over 4 devices, against one device (float32 sums reordered).
+  assert res["data_parallel_devices"] == [1, 4] and res["data_parallel_max_abs_diff"] < 1e-5
   one = res["grid"]["1x1"]
   for mesh, r in res["grid"].items():
     np.testing.assert_allclose(r["undefended"], one["undefended"], atol=1e-12, err_msg=mesh)

@@ -14,7 +14,7 @@ import optax
 import pytest
 from PIL import Image
 
-from vqdefense_jax.core import checkpoints, classifier, metrics, training
+from vqdefense_jax.core import checkpoints, classifier, metrics, parallel, training
 from vqdefense_jax.core.errors import VQDefenseError
 
 # --- a small two-player adversarial game: generator vs discriminator, each with its own optimiser -----------
@@ -73,12 +73,22 @@ def _jpeg(images_Bx16: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   return np.stack(out)
 
 
-def _gan_fit(tmp_path, tag, num_steps=10, stop_at=None):
+def _gan_fit(tmp_path, tag, num_steps=10, stop_at=None, **kw):
   real = np.random.default_rng(0).uniform(-1, 1, (64, 16)).astype(np.float32)
   batches = training.HostTransform(lambda step: real[training.IndexBatches(5, 64, 8)(step)], _jpeg, seed=5)
   step = GANStep(seed=3)
   return training.fit(step, step.init, batches, num_steps=num_steps, ckpt_dir=str(tmp_path / tag), name="gan",
-                      checkpoint_every=4, log_every=2, stop_at=stop_at)
+                      checkpoint_every=4, log_every=2, stop_at=stop_at, **kw)
+
+
+@pytest.mark.slow
+def test_data_parallel_on_one_device_is_the_same_program_bit_for_bit(tmp_path):
+  """Detection and restoration train data-parallel wherever they run: on one device that changes nothing."""
+  mesh = parallel.data_mesh(8, jax.devices()[:1])
+  assert mesh.shape == {"model": 1, "batch": 1}
+  split = _gan_fit(tmp_path, "data_parallel", data_parallel=mesh)
+  chex.assert_trees_all_equal(split, _gan_fit(tmp_path, "plain"))
+  assert all(len(leaf.devices()) == 1 for leaf in jax.tree.leaves(split))  # one replica, an ordinary array
 
 
 @pytest.mark.slow
@@ -253,15 +263,15 @@ def test_checkpoints_are_bound_to_their_record(tmp_path):
 @pytest.mark.slow
 def test_releasing_compiled_code_frees_its_memory_maps():
   """The suite stays under Linux's vm.max_map_count only because dropping jit caches unmaps executables."""
-  import conftest
-  if not conftest.memory_maps():
+  import support
+  if not support.memory_maps():
     pytest.skip("no /proc/self/maps here")
-  conftest.release_compiled_code()
-  before = conftest.memory_maps()
+  support.release_compiled_code()
+  before = support.memory_maps()
   fns = [jax.jit(lambda x, k=k: jnp.sin(x) * k + jnp.cos(x * k)) for k in range(40)]
   for f in fns:
     f(jnp.ones(3)).block_until_ready()
-  grown = conftest.memory_maps()
-  conftest.release_compiled_code()
+  grown = support.memory_maps()
+  support.release_compiled_code()
   assert grown > before + 40, (before, grown)
-  assert conftest.memory_maps() < grown - 40, (before, grown, conftest.memory_maps())
+  assert support.memory_maps() < grown - 40, (before, grown, support.memory_maps())

@@ -9,7 +9,7 @@ import pytest
 
 import evaluate
 import train
-from conftest import write_tiny_config_file
+from support import write_tiny_config_file
 from vqdefense_jax.core import checkpoints
 from vqdefense_jax.core import workdir as workdir_lib
 from vqdefense_jax.core.errors import VQDefenseError

@@ -11,56 +11,15 @@ import pytest
 
 import evaluate
 import train
-from conftest import tiny
+from support import tiny_detect
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
 from vqdefense_jax.core.errors import VQDefenseError
-from vqdefense_jax.detect import config as detect_config
 from vqdefense_jax.detect import experiment
 from vqdefense_jax.detect.results import DetectionResult
 
 
-def tiny_detect(data_dir: str):
-  c = detect_config.base_config()
-  c.data.cache_dir = str(data_dir)
-  c.data.auto_fetch = False
-  c.data.image_size = 16
-  c.alae.latent = 8
-  c.alae.mapping_layers = 2
-  c.alae.hidden = 32
-  c.alae.batch_size = 16
-  c.alae.steps = 8
-  c.dcgan.latent = 8
-  c.dcgan.width = 4
-  c.dcgan.batch_size = 16
-  c.dcgan.steps = 8
-  c.detector.widths = (4, 8)
-  c.detector.batch_size = 16
-  c.detector.steps = 8
-  c.detector.augment_p = (0.0, 0.5)
-  c.gate.epsilons = (0.1, 0.3)
-  c.eval.blur_sigmas = (1.0,)
-  c.eval.jpeg_qualities = (50,)
-  c.eval.attack_epsilons = (0.1, 0.3)
-  # The classifier and VQ-VAEs of the fid, vqvae_* and attack sources: the purification tests' tiny ones.
-  c.purify = detect_config.purify_section(tiny(data_dir))
-  c.purify.vqvae.codebook_sizes = (6,)
-  c.purify.attack.pgd_steps = 3
-  c.purify.attack.names = ("fgsm", "ste_fgsm")
-  c.purify.eval.purifiers = ("none", "no_split", "split")
-  c.train.checkpoint_every = 4
-  c.train.log_every = 4
-  return c
-
-
-@pytest.fixture
-def config_file(tmp_path, data_dir):
-  path = tmp_path / "tiny_detect.py"
-  path.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
-                  "from test_detect_experiment import tiny_detect\n"
-                  f"def get_config():\n  return tiny_detect({str(data_dir)!r})\n")
-  return str(path)
 
 
 def test_the_configs_build():
@@ -146,6 +105,24 @@ def test_the_gate_detector_trains_on_fgsm_examples_within_their_epsilon(data_dir
   np.testing.assert_array_equal(x, x2)
 
 
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override,message", [
+    ("--config.alae.batch_size=1000", "larger than the 240 training examples: lower alae.batch_size"),
+    ("--config.detector.batch_size=1000",
+     "larger than the 480 real and fake training images: lower detector.batch_size"),
+    ("--config.detector.num_fakes=100000", "detector.num_fakes=100000 is more than 10x the 240 training images"),
+    ("--config.eval.num_fakes=100000", "eval.num_fakes=100000 is more than the 40 test images")])
+def test_what_the_data_cannot_serve_is_refused_before_anything_is_trained(config_file, tmp_path, capsys, override,
+                                                                         message):
+  """Known only once the data is loaded, but still before the purification models or ALAE train (and, with
+  --retrain, before anything is deleted)."""
+  workdir = tmp_path / "run"
+  assert train.main(["--config", config_file, "--workdir", str(workdir), override, "--retrain"]) == 2
+  err = [line for line in capsys.readouterr().err.strip().splitlines() if "%|" not in line]
+  assert len(err) == 1 and message in err[0], err
+  assert not [p for p in workdir.rglob("*")], "nothing is written"
+
 def test_a_gate_detector_must_exist_and_faces_cannot_use_the_classifier(data_dir):
   c = tiny_detect(data_dir)
   c.gate.detector = "p0.3"
@@ -164,26 +141,14 @@ def test_a_gate_detector_must_exist_and_faces_cannot_use_the_classifier(data_dir
   assert experiment.Experiment.from_config(c).purify is None  # nothing needs the classifier: none is trained
 
 
-def tiny_faces(data_dir: str):
-  """The tiny config on TFDS's CelebA (RGB): the generator sources only, as configs/detect/faces.py."""
-  c = tiny_detect(data_dir)
-  c.data.source = "tfds"
-  c.data.dataset = "celeb_a"
-  c.data.train_subset = 40
-  c.data.test_subset = 12
-  c.eval.sources = ("alae_samples", "alae_reconstructions", "dcgan_samples")
-  c.eval.fid = False
-  c.gate.detector = "none"
-  c.gate.grid = False
-  return c
 
 
 @pytest.mark.slow
 def test_rgb_faces_from_tfds_end_to_end(tmp_path, data_dir, capsys):
   tfds = pytest.importorskip("tensorflow_datasets")
   path = tmp_path / "tiny_faces.py"
-  path.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(__file__)!r})\n"
-                  "from test_detect_experiment import tiny_faces\n"
+  path.write_text(f"import sys\nsys.path.insert(0, {os.path.dirname(os.path.dirname(__file__))!r})\n"
+                  "from support import tiny_faces\n"
                   f"def get_config():\n  return tiny_faces({str(data_dir)!r})\n")
   workdir = str(tmp_path / "faces")
   with tfds.testing.mock_data(num_examples=60):
@@ -206,8 +171,8 @@ def test_the_faces_config_builds():
   assert exp.purify is None and exp.data.dataset == "celeb_a" and exp.variants == ("none", "p0.1", "p0.5")
 
 
-def test_the_detection_system_refuses_several_processes_instead_of_ignoring_the_flag(data_dir):
+def test_the_detection_system_runs_on_several_processes_with_its_purification_models(data_dir):
   c = tiny_detect(data_dir)
   c.parallel.distributed = True
-  with pytest.raises(VQDefenseError, match="runs in one process"):
-    experiment.Experiment.from_config(c)
+  exp = experiment.Experiment.from_config(c)
+  assert exp.parallel.distributed and exp.purify.parallel.distributed  # one section: systems.start joins once

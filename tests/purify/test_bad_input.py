@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import evaluate
 import train
-from conftest import synthetic_mnist
+from support import synthetic_mnist
 from vqdefense_jax.core import cli, files
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify import config as purify_config
@@ -81,6 +81,7 @@ VALUES = [  # (override, part of the message); each is tried with train.py, eval
     ("--config.vqvae.epsilon=0", "vqvae.epsilon must be in (0, 1]"),
     ("--config.vqvae.batch_size=0", "vqvae.batch_size must be in 1..65536"),
     ("--config.vqvae.batch_size=1000", "batch size 1000 is larger than the 240 training examples"),
+    ("--config.classifier.batch_size=1000", "larger than the 240 training examples: lower classifier.batch_size"),
     ("--config.data.train_subset=-5", "data.train_subset must be >= 0"),
     ("--config.data.train_subset=100000", "data.train_subset=100000 but only 240"),
     ("--config.vqvae.split_k=0", "not divisible by vqvae.split_k 0"),
@@ -173,6 +174,21 @@ def _record_missing(tmp_path, trained):
   return ["--config", trained.config_file]
 
 
+def truncate_latest_checkpoint(directory) -> None:
+  """Cut every data file of the newest checkpoint in `directory` to half its length (a disk that filled up)."""
+  latest = max((d for d in os.listdir(directory) if d.isdigit()), key=int)
+  for root, _, names in os.walk(os.path.join(directory, latest)):
+    if os.path.basename(root) == "d":
+      for name in names:
+        path = os.path.join(root, name)
+        os.truncate(path, os.path.getsize(path) // 2)
+
+
+def _truncated_checkpoint(tmp_path, trained):
+  truncate_latest_checkpoint(os.path.join(tmp_path, "run", "checkpoints", "classifier"))
+  return ["--config", trained.config_file]
+
+
 SITUATIONS = {  # name: (scripts, setup(tmp_path, trained) -> argv, part of the message)
     "config file with a syntax error": (
         ("train", "grid"), lambda p, t: ["--config", _bad_file(p, "c.seed = (")], "SyntaxError"),
@@ -186,6 +202,7 @@ SITUATIONS = {  # name: (scripts, setup(tmp_path, trained) -> argv, part of the 
     "labels outside 0..9": (("train", "evaluate"), _labels_out_of_range, "labels of the offline data must be"),
     "images that are not uint8": (("train",), _float_images, "is corrupt"),
     "checkpoint without its record": (("train", "evaluate"), _record_missing, "record.json missing"),
+    "truncated checkpoint": (("train", "evaluate", "grid"), _truncated_checkpoint, "is corrupt"),
     "--retrain without --grid": (("evaluate",), lambda p, t: ["--config", t.config_file, "--retrain"],
                                  "--retrain trains"),
 }

@@ -12,7 +12,7 @@ import pytest
 from vqdefense_jax.core import attacks, parallel, tiles
 from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.purify import experiment, grid
-from vqdefense_jax.purify.purifiers import Purifier
+from vqdefense_jax.purify.purifiers import Purifier, VQParams
 
 pytestmark = pytest.mark.slow  # trains every extension once (about a minute)
 
@@ -23,8 +23,9 @@ ATTACKS = ("fgsm", "pgd", "bpda_fgsm", "ste_pgd")  # as in conftest.tiny_beyond
 def results(trained_beyond):
   t = trained_beyond
   spec = dataclasses.replace(t.exp.grid, chunk_size=len(t.ds.test_images))  # one chunk: the direct computation's shapes
-  return grid.run_grid(t.exp.vq, t.exp.attack, t.exp.eval.purifiers, spec, "map", t.exp.seed, t.cls, t.stacks,
-                       t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
+  return grid.run_grid(t.exp.vq, t.exp.attack, spec, "map", t.exp.seed, t.cls,
+                       grid.vqvae_defences(t.exp.vq, t.exp.eval.purifiers, t.stacks), t.ds.test_images,
+                       t.ds.test_labels, parallel.make_mesh(1))
 
 
 @pytest.mark.slow
@@ -88,9 +89,10 @@ def test_split_k_rows_equal_the_split_purifier_run_with_k_tiles(trained_beyond, 
   mesh = parallel.make_mesh(1, jax.devices()[:1])
   for j, k in enumerate(results.split_k.k):
     kind = exp.vq.split_kind(k)
-    _, acc_MxAx1xE, _, _, _ = grid.run_counts((Purifier("split", model, model, k),), "map", mesh, cls, stacks[kind],
-                                        stacks[kind], ds.test_images, ds.test_labels, exp.attack.epsilons,
-                                        len(ds.test_images), attack_list=exp.attack.attacks, seed=exp.seed)
+    _, acc_MxAx1xE, _, _, _ = grid.run_counts((Purifier("split", model, model, k),), "map", mesh, cls,
+                                        VQParams(stacks[kind], stacks[kind]), ds.test_images, ds.test_labels,
+                                        exp.attack.epsilons, len(ds.test_images), attack_list=exp.attack.attacks,
+                                        seed=exp.seed)
     np.testing.assert_allclose(by_k[:, j], acc_MxAx1xE[:, :, 0].transpose(1, 0, 2), atol=1e-12, err_msg=f"k={k}")
   assert [t["what"] for t in results.timing] == ["grid", "split k=4"]   # k = 1, 2: no extra call
 

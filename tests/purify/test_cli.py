@@ -11,7 +11,7 @@ import pytest
 
 import evaluate
 import train
-from conftest import ROOT, write_tiny_config_file
+from support import ROOT, write_tiny_config_file
 from vqdefense_jax.core import data as data_lib
 from vqdefense_jax.purify import experiment
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify.config import base_config

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from vqdefense_jax.core import attacks, classifier, parallel
-from vqdefense_jax.purify import grid
-from vqdefense_jax.core.defence import Gate
-from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier
+from vqdefense_jax.core.defence import Gate, ModulePurifier
+from vqdefense_jax.core.errors import VQDefenseError
+from vqdefense_jax.purify import experiment, grid
+from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier, VQParams
 
 
 def _per_size(t, i_no_split, i_split, names=PURIFIERS):
@@ -26,22 +27,24 @@ def _per_size(t, i_no_split, i_split, names=PURIFIERS):
   rows = []
   for name in names:
     purify = Purifier(name, t.exp.vq.model, t.exp.vq.model, 2)
-    pred_ExB = jnp.argmax(f(purify(no_split, split, flat)), -1).reshape(x_adv.shape[:2])
+    pred_ExB = jnp.argmax(f(purify(VQParams(no_split, split), flat)), -1).reshape(x_adv.shape[:2])
     rows.append(np.mean(np.asarray(pred_ExB == y[None]), axis=1))
   return np.asarray(rows)
 
 
 def _counts_inputs(t):
-  """The paper's two stacks by name, every purifier, and a one-device mesh: the inputs of `grid.run_counts`."""
-  stacks = {"no_split": t.stacks[t.exp.vq.kind(1)], "split": t.stacks[t.exp.vq.kind(2)]}
-  return stacks, grid.make_purifiers(t.exp.vq, PURIFIERS), parallel.make_mesh(1, jax.devices()[:1])
+  """The paper's two stacks as the purifiers' parameters, every purifier, and a one-device mesh: the inputs of
+  `grid.run_counts`."""
+  params = VQParams(t.stacks[t.exp.vq.kind(1)], t.stacks[t.exp.vq.kind(2)])
+  return params, grid.make_purifiers(t.exp.vq, PURIFIERS), parallel.make_mesh(1, jax.devices()[:1])
 
 
 def _run_grid(t, **spec):
   exp = t.exp
   g = dataclasses.replace(exp.grid, **spec)
-  return grid.run_grid(exp.vq, exp.attack, exp.eval.purifiers, g, "map", exp.seed, t.cls, t.stacks,
-                       t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
+  return grid.run_grid(exp.vq, exp.attack, g, "map", exp.seed, t.cls,
+                       grid.vqvae_defences(exp.vq, exp.eval.purifiers, t.stacks), t.ds.test_images, t.ds.test_labels,
+                       parallel.make_mesh(1))
 
 
 @pytest.mark.slow
@@ -66,28 +69,27 @@ def test_grid_equals_per_size_evaluation(trained):
 @pytest.mark.slow
 def test_grid_compiles_once_across_sizes_data_and_epsilons(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
-  stacks, purifiers, mesh = _counts_inputs(trained)
+  params, purifiers, mesh = _counts_inputs(trained)
   counted = jax.jit(chex.assert_max_traces(grid.grid_counts_fn, n=1), static_argnums=(0, 1, 2, 3, 4))
   x, y, w, i = grid.chunked(ds.test_images, ds.test_labels, 16)
   eps = jnp.asarray(c.attack.epsilons, jnp.float32)
   attack_list = (attacks.Attack("fgsm"), attacks.Attack("pgd", steps=2), attacks.Attack("bpda_pgd", steps=2))
   seed = jnp.uint32(0)
   measure = grid.Measure()
-  counted(purifiers, attack_list, "map", mesh, measure, cls, stacks["no_split"], stacks["split"], x, y, w, i, eps,
-          seed)
+  counted(purifiers, attack_list, "map", mesh, measure, cls, params, x, y, w, i, eps, seed)
   # Other codebook sizes (data, not shape), other weights, other images, other ε: no new trace.
   resized = lambda s: {**s, "codebook": {**s["codebook"], "size": s["codebook"]["size"] - 1}}
-  other = jax.tree.map(lambda a: a * 1.01 if a.dtype == jnp.float32 else a, resized(stacks["split"]))
-  counted(purifiers, attack_list, "map", mesh, measure, cls, resized(stacks["no_split"]), other, x[::-1], y[::-1], w, i,
-          eps / 2, seed + 1)
+  other = jax.tree.map(lambda a: a * 1.01 if a.dtype == jnp.float32 else a, resized(params.split))
+  counted(purifiers, attack_list, "map", mesh, measure, cls, VQParams(resized(params.no_split), other), x[::-1],
+          y[::-1], w, i, eps / 2, seed + 1)
 
 
 @pytest.mark.slow
 def test_chunk_size_and_padding_do_not_change_the_result(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
-  stacks, purifiers, mesh = _counts_inputs(trained)
-  runs = [grid.run_counts(purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"], ds.test_images,
-                          ds.test_labels, c.attack.epsilons, chunk) for chunk in (7, 40)]
+  params, purifiers, mesh = _counts_inputs(trained)
+  runs = [grid.run_counts(purifiers, "map", mesh, cls, params, ds.test_images, ds.test_labels, c.attack.epsilons,
+                          chunk) for chunk in (7, 40)]
   assert runs[0][2]["num_chunks"] == 6 and runs[1][2]["num_chunks"] == 1  # 40 images: 6×7 with 2 padded
   np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-12)
   np.testing.assert_allclose(runs[0][1], runs[1][1], atol=1e-12)
@@ -96,10 +98,10 @@ def test_chunk_size_and_padding_do_not_change_the_result(trained):
 @pytest.mark.slow
 def test_counting_rules_and_predictions_agree_with_a_direct_evaluation(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
-  stacks, purifiers, mesh = _counts_inputs(trained)
+  params, purifiers, mesh = _counts_inputs(trained)
   y = ds.test_labels.copy()
   y[:6] = (y[:6] + 1) % 10  # wrong labels: clean mistakes the two rules count differently
-  run = lambda counting, labels=y: grid.run_counts(purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"],
+  run = lambda counting, labels=y: grid.run_counts(purifiers, "map", mesh, cls, params,
                                                    ds.test_images, labels, c.attack.epsilons, 16,
                                                    measure=grid.Measure(counting=counting, predictions=True))
   und_f, acc_f, _, (clean, pred_und, pred), _ = run("final")
@@ -126,9 +128,9 @@ def test_counting_rules_and_predictions_agree_with_a_direct_evaluation(trained):
 @pytest.mark.slow
 def test_vmap_and_map_over_models_agree(trained):
   c, cls, ds = trained.config, trained.cls, trained.ds
-  stacks, purifiers, mesh = _counts_inputs(trained)
-  out = {axis: grid.run_counts(purifiers, axis, mesh, cls, stacks["no_split"], stacks["split"], ds.test_images,
-                               ds.test_labels, c.attack.epsilons, 40)[1] for axis in ("map", "vmap")}
+  params, purifiers, mesh = _counts_inputs(trained)
+  out = {axis: grid.run_counts(purifiers, axis, mesh, cls, params, ds.test_images, ds.test_labels, c.attack.epsilons,
+                               40)[1] for axis in ("map", "vmap")}
   # Grouped and plain convolutions may round differently; allow one image of the 40 to flip.
   np.testing.assert_allclose(out["map"], out["vmap"], atol=1 / 40 + 1e-9)
 
@@ -151,15 +153,34 @@ def test_best_pairing_uses_the_best_size_of_each_kind(trained):
 
 @pytest.mark.slow
 def test_the_eps_vector_in_one_call_equals_one_eps_at_a_time(trained):
-  stacks, purifiers, mesh = _counts_inputs(trained)
-  run = lambda eps: grid.run_counts(purifiers, "map", mesh, trained.cls, stacks["no_split"], stacks["split"],
-                                    trained.ds.test_images, trained.ds.test_labels, eps, 40)
+  params, purifiers, mesh = _counts_inputs(trained)
+  run = lambda eps: grid.run_counts(purifiers, "map", mesh, trained.cls, params, trained.ds.test_images,
+                                    trained.ds.test_labels, eps, 40)
   eps = trained.exp.attack.epsilons
   und, acc, _, _, _ = run(eps)
   for i, e in enumerate(eps):
     und_1, acc_1, _, _, _ = run((e,))
     np.testing.assert_array_equal(und[:, i], und_1[:, 0])
     np.testing.assert_array_equal(acc[..., i], acc_1[..., 0])
+
+
+def test_the_grid_pairs_each_defence_with_its_own_parameters(tiny_config):
+  """VQ-VAE purifiers share one set of stacks (the codebook-size axis of one call); a network purifier brings
+  its own params. Mixtures the results cannot hold are refused before anything is computed."""
+  exp = experiment.Experiment.from_config(tiny_config)
+  no_split, split = grid.make_purifiers(exp.vq, ("no_split", "split"))
+  net = ModulePurifier("net", nn.Dense(1))
+  run = lambda defences: grid.run_grid(exp.vq, exp.attack, exp.grid, "map", 0, None, defences,
+                                       np.zeros((1, 16, 16, 1), np.float32), np.zeros(1, np.int32),
+                                       parallel.make_mesh(1))
+  with pytest.raises(VQDefenseError, match="at least one purifier"):
+    run([(net, {})])
+  with pytest.raises(VQDefenseError, match="share one set of VQ-VAE stacks"):
+    run([(no_split, {}), (split, {})])
+  with pytest.raises(VQDefenseError, match="one network purifier, not 2: net, net"):
+    run([(no_split, {}), (net, {}), (net, {})])
+  stacks = {}
+  assert grid.vqvae_defences(exp.vq, ("none", "no_split", "split"), stacks) == [(no_split, stacks), (split, stacks)]
 
 
 def test_best_index_criterion():
@@ -183,7 +204,7 @@ def test_detect_then_purify_is_the_purifier_when_all_are_flagged_and_undefended_
   stacks, _, mesh = _counts_inputs(trained)
   names = ("no_split", "split_to_vae")
   run = lambda purifiers, gate_params=None, atk=("fgsm",): grid.run_counts(
-      purifiers, "map", mesh, cls, stacks["no_split"], stacks["split"], ds.test_images, ds.test_labels,
+      purifiers, "map", mesh, cls, stacks, ds.test_images, ds.test_labels,
       c.attack.epsilons, 16, attack_list=tuple(attacks.Attack(a) for a in atk), gate_params=gate_params)
   undefended, plain, _, _, _ = run(grid.make_purifiers(trained.exp.vq, names))
   for bias, expected in ((10.0, plain), (-10.0, np.broadcast_to(undefended[None, :, None], plain.shape))):
@@ -212,7 +233,8 @@ def _restart_oracle(t, atk, seed, restarts):
   for r in range(restarts):
     key = grid.restart_key(jax.random.key(seed), r)
     x_adv = attacks.run(atk, f, x, y, eps, key=key, index_B=jnp.arange(len(x)))      # (E, N, ...)
-    pred = jnp.argmax(f(pur(no_split, None, x_adv.reshape((-1,) + x.shape[1:]))), -1).reshape(x_adv.shape[:2])
+    pred = jnp.argmax(f(pur(VQParams(no_split, None), x_adv.reshape((-1,) + x.shape[1:]))), -1).reshape(
+        x_adv.shape[:2])
     ok.append(np.asarray(pred == y[None]))
   return np.all(ok, axis=0)
 
@@ -220,12 +242,12 @@ def _restart_oracle(t, atk, seed, restarts):
 @pytest.mark.slow
 def test_restarts_count_an_image_only_if_it_survives_every_restart(trained):
   t = trained
-  stacks, _, mesh = _counts_inputs(t)
+  params, _, mesh = _counts_inputs(t)
   purifiers = grid.make_purifiers(t.exp.vq, ("no_split",))
   base = attacks.Attack("pgd", steps=2, step_size=0.5)
-  run = lambda atk: grid.run_counts(purifiers, "map", mesh, t.cls, parallel.take(stacks["no_split"], np.array([0])),
-                                    parallel.take(stacks["split"], np.array([0])), t.ds.test_images, t.ds.test_labels,
-                                    t.exp.attack.epsilons, 40, attack_list=(atk,), seed=3)
+  run = lambda atk: grid.run_counts(purifiers, "map", mesh, t.cls, parallel.take(params, np.array([0])),
+                                    t.ds.test_images, t.ds.test_labels, t.exp.attack.epsilons, 40, attack_list=(atk,),
+                                    seed=3)
   for restarts in (1, 3):
     atk = dataclasses.replace(base, restarts=restarts)
     _, acc, _, _, _ = run(atk)
@@ -239,10 +261,10 @@ def test_restarts_count_an_image_only_if_it_survives_every_restart(trained):
 @pytest.mark.slow
 def test_the_worst_case_row_is_right_only_where_every_attack_is(trained):
   t = trained
-  stacks, purifiers, mesh = _counts_inputs(t)
+  params, purifiers, mesh = _counts_inputs(t)
   atks = (attacks.Attack("fgsm"), attacks.Attack("ste_fgsm"))
   und, acc, _, (clean, pred_und, pred), _ = grid.run_counts(
-      purifiers, "map", mesh, t.cls, stacks["no_split"], stacks["split"], t.ds.test_images, t.ds.test_labels,
+      purifiers, "map", mesh, t.cls, params, t.ds.test_images, t.ds.test_labels,
       t.exp.attack.epsilons, 16, attack_list=atks, measure=grid.Measure(predictions=True))
   assert grid.attack_names(atks) == ("fgsm", "ste_fgsm", "worst_case")
   chex.assert_shape(acc, (2, 3, 4, len(t.exp.attack.epsilons)))
@@ -259,8 +281,8 @@ def test_the_convergence_check_reruns_the_iterative_attacks_at_each_step_count(t
   t = trained
   exp = t.exp
   spec = attacks.AttackSpec((attacks.Attack("fgsm"), attacks.Attack("pgd", steps=2)), exp.attack.epsilons, (1, 2))
-  res = grid.run_grid(exp.vq, spec, exp.eval.purifiers, exp.grid, "map", exp.seed, t.cls, t.stacks,
-                      t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
+  res = grid.run_grid(exp.vq, spec, exp.grid, "map", exp.seed, t.cls, grid.vqvae_defences(exp.vq, exp.eval.purifiers,
+                      t.stacks), t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
   c = res.convergence
   assert c.steps == (1, 2) and c.attack == ("pgd",)                  # the iterative attacks only
   chex.assert_shape(c.accuracy, (2, 1) + res.accuracy.shape[1:])
@@ -283,8 +305,9 @@ def test_autoattack_end_to_end_with_the_chance_eps_the_suite_record_and_the_tabl
   section.pgd_steps, section.suite_steps, section.queries, section.targets = 2, 2, 20, 2
   spec = attacks.AttackSpec.from_config(section)
   assert spec.epsilons == (0.0, 0.1, 0.5) and spec.chance_epsilons == (0.5,)
-  res = grid.run_grid(t.exp.vq, spec, ("none", "no_split", "split"), t.exp.grid, "map", t.exp.seed, t.cls,
-                      t.stacks, t.ds.test_images, t.ds.test_labels, parallel.make_mesh(1))
+  res = grid.run_grid(t.exp.vq, spec, t.exp.grid, "map", t.exp.seed, t.cls,
+                      grid.vqvae_defences(t.exp.vq, ("none", "no_split", "split"), t.stacks), t.ds.test_images,
+                      t.ds.test_labels, parallel.make_mesh(1))
   assert res.attack == ("ste_apgd", "autoattack", "worst_case") and res.chance_epsilons == (0.5,)
   u = res.suite
   assert u.attack == ("autoattack",) and u.outcome == attacks.OUTCOMES

@@ -14,14 +14,14 @@ import numpy as np
 import pytest
 
 import evaluate
-from conftest import ROOT
+from support import ROOT
 from torch_files import write_pth
 from vqdefense_jax.core import checkpoints
 from vqdefense_jax.core import classifier as classifier_lib
 from vqdefense_jax.core.data import preprocess
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify import interop
-from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier
+from vqdefense_jax.purify.purifiers import PURIFIERS, Purifier, VQParams
 from vqdefense_jax.purify.results import GridResult
 from vqdefense_jax.purify.vqvae import VQVAE
 
@@ -61,7 +61,7 @@ def test_imported_models_reproduce_pytorch(ref, imported):
   logits = np.asarray(f(x))
   np.testing.assert_allclose(logits, ref["logits"], atol=1e-4)
   np.testing.assert_array_equal(logits.argmax(-1), ref["logits"].argmax(-1))
-  out = {name: np.asarray(Purifier(name, MODEL, MODEL, 2)(no_split, split, x)) for name in PURIFIERS}
+  out = {name: np.asarray(Purifier(name, MODEL, MODEL, 2)(VQParams(no_split, split), x)) for name in PURIFIERS}
   for name in ("no_split", "split", "vae_to_split", "split_to_vae"):
     np.testing.assert_allclose(out[name][..., 0], ref[f"recon_{name}"].reshape(32, 24, 24), atol=1e-4, err_msg=name)
   for name in ("no_split", "split"):

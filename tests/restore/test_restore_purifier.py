@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny
+from support import tiny
 from vqdefense_jax.core import attacks, classifier, parallel
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.purify import experiment, grid, report
@@ -68,10 +68,10 @@ def test_module_purifier_is_its_generator_and_equal_by_value(data_dir):
   assert pur.label == "restorer" and pur.gate is None
   x = jnp.asarray(np.random.default_rng(1).uniform(0, 1, (3, 16, 16, 1)), jnp.float32)
   expected = gan.restore(state.params, x)
-  np.testing.assert_allclose(pur(state.params.generator, None, x), expected, atol=1e-6)
-  np.testing.assert_allclose(pur.differentiable(state.params.generator, None, x), expected, atol=1e-6)
+  np.testing.assert_allclose(pur(state.params.generator, x), expected, atol=1e-6)
+  np.testing.assert_allclose(pur.differentiable(state.params.generator, x), expected, atol=1e-6)
   # White-box: the attacker differentiates through G (a gradient that is not zero).
-  g = jax.grad(lambda v: pur.differentiable(state.params.generator, None, v).sum())(x)
+  g = jax.grad(lambda v: pur.differentiable(state.params.generator, v).sum())(x)
   assert float(jnp.abs(g).max()) > 0
 
 
@@ -122,7 +122,7 @@ def test_the_restorer_is_one_more_row_of_the_grid(trained, tmp_path):
   f = classifier.logits_fn(cls, model)
   x, y = jnp.asarray(ds.test_images), jnp.asarray(ds.test_labels)
   eps = jnp.asarray(exp.attack.epsilons, jnp.float32)
-  restore = lambda v: pur(g, None, v)
+  restore = lambda v: pur(g, v)
   grey = attacks.fgsm(f, x, y, eps)                                                  # (E, N, ...)
   white = attacks.fgsm(lambda v: f(restore(v)), x, y, eps)                           # through G
   right = lambda adv: np.asarray(jax.vmap(lambda a: jnp.argmax(f(restore(a)), -1) == y)(adv))  # (E, N)
@@ -132,8 +132,9 @@ def test_the_restorer_is_one_more_row_of_the_grid(trained, tmp_path):
   np.testing.assert_allclose(acc_AxE[2], (r_grey & r_white).mean(1), atol=1e-6)      # worst case per image
   assert not np.array_equal(r_grey, r_white)  # the white-box attack is another attack
   # The undefended row does not move; the VQ-VAE rows equal those of the grid without the restorer.
-  plain = grid.run_grid(exp.vq, exp.attack, ("none", "no_split"), exp.grid, "map", exp.seed, cls, trained.stacks,
-                        ds.test_images, ds.test_labels, parallel.make_mesh(1), grid.Measure(model))
+  plain = grid.run_grid(exp.vq, exp.attack, exp.grid, "map", exp.seed, cls,
+                        grid.vqvae_defences(exp.vq, ("none", "no_split"), trained.stacks), ds.test_images,
+                        ds.test_labels, parallel.make_mesh(1), grid.Measure(model))
   np.testing.assert_array_equal(result.accuracy, plain.accuracy)
   np.testing.assert_array_equal(result.undefended, plain.undefended)
   assert plain.restorer is None

@@ -6,8 +6,9 @@
   workdir        a workdir belongs to one system and config; every check before anything is written
   files          atomic JSON, locks, outputs that appear all at once
   results        typed results saved as json + npz with their tables and figures (detection, restoration)
-  defence        Gate, ModulePurifier, the registry of network purifiers
-  experiment     the experiment skeleton: common record, CODE_VERSION, fit, load-or-train
+  defence        the Defence protocol (forward, and the gradient attacks follow), Gate, ModulePurifier, the
+                 registry of defences by name (each system registers what it offers)
+  experiment     the experiment skeleton: Run, common record, CODE_VERSION, prepare, fit_run, load
   parallel       stacks of models (leading model axis), the ('model', 'batch') device mesh
   distributed    several processes in one run: joining, a watchdog, failing together with one line
   coordinator    JAX's coordination service in a helper process that process 0 starts

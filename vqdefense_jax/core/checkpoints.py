@@ -6,6 +6,7 @@ record differs gets a one-line error naming the differing fields instead of the 
 corrupt or mismatched checkpoint is a `VQDefenseError` too.
 """
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -93,12 +94,41 @@ def restore_with(mngr: ocp.CheckpointManager, directory: str, abstract_state: An
     raise VQDefenseError(f"no checkpoint at {directory}; run train.py with this config and workdir first")
   target = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract_state)
   try:  # callers (restore, training.fit) hold `quiet()`
-    host = mngr.restore(step, args=ocp.args.StandardRestore(target))
+    with _late_reads_dropped():
+      host = mngr.restore(step, args=ocp.args.StandardRestore(target))
   except Exception as e:  # orbax raises many types for unreadable or mismatched files.
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     raise VQDefenseError(f"checkpoint {directory} (step {step}) is corrupt or does not match the config: "
                          f"{first[:300]}; delete it to retrain") from e
   return jax.tree.map(jnp.asarray, host)
+
+
+class _LateReadsLoop(asyncio.SelectorEventLoop):
+  """The event loop orbax runs a restore on. When one read fails, orbax ends the restore and closes its loop while
+  tensorstore's threads still finish the reads started alongside it; each then hands its result to the closed loop,
+  and tensorstore prints the 'Event loop is closed' traceback that raises: tracebacks after the run's one error
+  line. Nothing waits for those results, so here they are dropped instead."""
+
+  def call_soon_threadsafe(self, callback, *args, context=None):
+    if self.is_closed():
+      return None
+    return super().call_soon_threadsafe(callback, *args, context=context)
+
+
+class _LateReadsPolicy(asyncio.DefaultEventLoopPolicy):
+  def new_event_loop(self):
+    return _LateReadsLoop()
+
+
+@contextlib.contextmanager
+def _late_reads_dropped() -> Iterator[None]:
+  """Event loops made meanwhile (orbax makes one per restore) drop the results of reads that end after them."""
+  previous = asyncio.get_event_loop_policy()
+  asyncio.set_event_loop_policy(_LateReadsPolicy())
+  try:
+    yield
+  finally:
+    asyncio.set_event_loop_policy(previous)
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state: Any) -> None:

@@ -1,22 +1,25 @@
 """Defences as the attacks see them, shared by every system: something that maps an image batch to an image
-batch, with a forward pass and the pass a white-box attacker differentiates.
+batch, given its parameters, with a forward pass and the pass a white-box attacker differentiates.
 
+  Defence           the protocol (below) the purification grid and the attacks use
   Gate              a detector of manipulated images and its threshold: "detect, then purify" purifies only the
-                    images it flags (detection offers it; purification's purifiers take one)
-  ModulePurifier    a purifier that is one Flax module (images in [0, 1] -> images)
-  NetworkPurifier   what a system registers to offer one such purifier to the purification grid: its config
-                    section, its checked spec, its training pairs and the module that purifies; `register`,
-                    `network_purifiers`. A purification config that lists one imports its module first (the
-                    restorer: `vqdefense_jax.restore.purifier`), so purification imports no other system.
+                    images it flags (detection trains one; a defence may carry one)
+  ModulePurifier    a defence that is one Flax module (images in [0, 1] -> images), its params the module's
+  NetworkPurifier   what a system offers to the purification grid when its defence is a network trained there:
+                    its config section, its checked spec, its training pairs and the module that purifies
+  register, registered, network_purifiers
+                    the registry by name: each system registers what it offers when its module is imported
+                    (purification its VQ-VAE purifiers and pipelines, purify/purifiers.py; restoration its
+                    restorer, restore/purifier.py). A purification config that lists the restorer imports its
+                    module first, so purification imports no other system.
 
-A defence answers `label`, `stages`, `stage(which, params, split_params, x)`, `__call__(params, split_params, x,
-gate_params)` and `differentiable(...)` (the value an attacker differentiates: the true gradient, the
-straight-through estimate through a quantiser, or BPDA's identity, as each attack asks); purify/purifiers.py's
-VQ-VAE `Purifier` and the `ModulePurifier` below both do.
+A defence is a hashable value (a static argument of the compiled grid); its parameters travel beside it, so
+the grid pairs every defence with its own parameters (a VQ-VAE purifier: its No-Split and Split variables;
+the restorer: its generator's params).
 """
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import flax.linen as nn
 import jax
@@ -28,6 +31,39 @@ from vqdefense_jax.core.errors import VQDefenseError
 GATED_PREFIX = "detect_"
 
 
+class Defence(Protocol):
+  """Images (B, H, W, C) in [0, 1] -> images, given `params` (and, with a gate, the detector's `gate_params`).
+
+  label           its name in results
+  gate            a `Gate`, or None: with one, only the images its detector flags are purified
+  stages          the names of its steps, applied left to right by `stage`: defences of one grid call (equal
+                  params) that share a prefix of stages share its output (`purify.purifiers.apply_all`), so a
+                  name must mean the same computation in every defence that uses it
+  __call__        the forward pass: what the classifier sees after the defence (the hard gate, the real
+                  quantiser)
+  differentiable  the same value; its gradient is what a white-box attacker follows: the true gradient through
+                  a network, the straight-through estimate through a quantiser, and through a gate the soft
+                  gate's (`Gate.soft`). BPDA needs nothing more from a defence: the attacks
+                  (core/attacks/dispatch.py `target_fn`) run `differentiable` forward and take the identity
+                  backward; `ste_*` attacks differentiate it; black-box ones (Square) only query it.
+  """
+
+  @property
+  def label(self) -> str: ...
+
+  @property
+  def gate(self) -> "Gate | None": ...
+
+  @property
+  def stages(self) -> tuple[str, ...]: ...
+
+  def stage(self, which: str, params: Any, x: jnp.ndarray) -> jnp.ndarray: ...
+
+  def __call__(self, params: Any, x: jnp.ndarray, gate_params: Any = None) -> jnp.ndarray: ...
+
+  def differentiable(self, params: Any, x: jnp.ndarray, gate_params: Any = None) -> jnp.ndarray: ...
+
+
 @dataclasses.dataclass(frozen=True)
 class Gate:
   """A detector (a Flax module: images in [0, 1] -> (B,) logits of "manipulated") and the probability above
@@ -36,7 +72,7 @@ class Gate:
 
   `flags` is the hard decision the evaluation uses. `soft` is sigmoid(logit - logit(threshold)), 1/2 at the
   threshold: a white-box attacker who knows the detector differentiates the gate through it
-  (`Purifier.differentiable`).
+  (`Defence.differentiable`).
   """
   detector: nn.Module
   threshold: float = 0.5
@@ -59,11 +95,8 @@ def where_flagged(flag_B: jnp.ndarray, a: jnp.ndarray, b: jnp.ndarray) -> jnp.nd
 
 @dataclasses.dataclass(frozen=True)
 class ModulePurifier:
-  """A purifier that is one Flax module (images in [0, 1] -> images), hashable by value like `Purifier`.
-
-  The grid passes its params where a `Purifier` gets the No-Split VQ-VAE's variables; the Split slot is unused.
-  A white-box attacker differentiates the module itself (no gate, no quantiser).
-  """
+  """A `Defence` that is one Flax module (images in [0, 1] -> images), its params the module's; hashable by
+  value. A white-box attacker differentiates the module itself (no gate, no quantiser)."""
   name: str
   module: nn.Module
   gate: None = None
@@ -76,16 +109,13 @@ class ModulePurifier:
   def stages(self) -> tuple[str, ...]:
     return (f"module:{self.name}",)  # never shared with a VQ-VAE's stages in `apply_all`
 
-  def stage(self, which: str, params: Any, split_vars: Any, x: jnp.ndarray) -> jnp.ndarray:
-    del which, split_vars
+  def stage(self, which: str, params: Any, x: jnp.ndarray) -> jnp.ndarray:
+    del which
     return self.module.apply({"params": params}, x)
 
-  def purify(self, params: Any, split_vars: Any, x: jnp.ndarray) -> jnp.ndarray:
-    return self.stage(self.stages[0], params, split_vars, x)
-
-  def __call__(self, params: Any, split_vars: Any, x: jnp.ndarray, gate_params: Any = None) -> jnp.ndarray:
+  def __call__(self, params: Any, x: jnp.ndarray, gate_params: Any = None) -> jnp.ndarray:
     del gate_params
-    return self.purify(params, split_vars, x)
+    return self.stage(self.stages[0], params, x)
 
   differentiable = __call__
 
@@ -114,18 +144,25 @@ class NetworkPurifier:
     return ModulePurifier(self.name, self.module(spec))
 
 
-_NETWORKS: dict[str, NetworkPurifier] = {}
+# name -> (the system that offers it, what it offers: a NetworkPurifier, or a system's own description)
+_REGISTRY: dict[str, tuple[str, Any]] = {}
 
 
-def register(network: NetworkPurifier) -> NetworkPurifier:
-  """Offer a network purifier to the purification grid (its module calls this once, on import)."""
-  old = _NETWORKS.get(network.name)
-  if old is not None and old.section.__module__ != network.section.__module__:  # (a module reloaded may replace)
-    raise VQDefenseError(f"a network purifier named {network.name!r} is registered already")
-  _NETWORKS[network.name] = network
-  return network
+def register(system: str, offer: Any) -> Any:
+  """Offer a defence under `offer.name` (its system's module calls this once, on import). A name belongs to one
+  system: the same system may register it again (a reloaded module), another may not."""
+  old = _REGISTRY.get(offer.name)
+  if old is not None and old[0] != system:
+    raise VQDefenseError(f"a defence named {offer.name!r} is registered already, by {old[0]}")
+  _REGISTRY[offer.name] = (system, offer)
+  return offer
+
+
+def registered(kind: type | None = None) -> dict[str, Any]:
+  """The registered offers by name, in the order they were registered; with `kind`, those of that type."""
+  return {name: offer for name, (_, offer) in _REGISTRY.items() if kind is None or isinstance(offer, kind)}
 
 
 def network_purifiers() -> dict[str, NetworkPurifier]:
-  """The registered network purifiers, by name."""
-  return dict(_NETWORKS)
+  """The registered network purifiers (trained in the purification grid on attacked pairs), by name."""
+  return registered(NetworkPurifier)

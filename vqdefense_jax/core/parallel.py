@@ -15,7 +15,8 @@ and on the computation:
         become grouped convolutions. The default for sweep training.
 
 The mesh has two named axes, ('model', 'batch'); with one device both have size
-1 and everything runs unchanged.
+1 and everything runs unchanged. Data-parallel training (`data_mesh`) splits each
+batch over 'batch' and replicates the model.
 """
 
 import dataclasses
@@ -100,6 +101,22 @@ def model_mesh(num: int, devices: list | None = None) -> Mesh:
   return make_mesh(d, devices[:d])
 
 
+def data_mesh(batch_size: int, devices: list | None = None) -> Mesh:
+  """A mesh for data-parallel training (`training.fit`): each batch split over its 'batch' axis, the largest
+  device count that divides `batch_size`, so every device gets an equal share.
+
+  On one process the mesh has just those devices. On several, every device must take part in the computation,
+  so 'batch' is the largest count that divides both the batch size and the number of devices, and 'model' the
+  rest: copies of the same data-parallel step, as the sweeps' 'batch' axis holds copies of theirs.
+  """
+  devices = list(jax.devices() if devices is None else devices)
+  if jax.process_count() > 1:
+    d = max(i for i in range(1, len(devices) + 1) if batch_size % i == 0 and len(devices) % i == 0)
+    return make_mesh(len(devices) // d, devices)
+  d = max(i for i in range(1, len(devices) + 1) if batch_size % i == 0)
+  return make_mesh(1, devices[:d])
+
+
 def put(tree: Any, sharding: NamedSharding) -> Any:
   """Every leaf of `tree` as a global array with `sharding`.
 
@@ -141,6 +158,13 @@ def to_host(tree: Any) -> Any:
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
   return jax.tree.map(one, tree)
+
+
+def one_replica(tree: Any) -> Any:
+  """Of every leaf replicated over a mesh, the copy on this process's first device of it: an ordinary array
+  that computations of this process alone can take (a global array spanning other processes' devices cannot
+  join them), with no copy through the host."""
+  return jax.tree.map(lambda x: x.addressable_data(0) if isinstance(x, jax.Array) else x, tree)
 
 
 def barrier(name: str) -> None:

@@ -7,8 +7,9 @@ Every system's `experiment` module answers the same calls:
   evaluate(exp, workdir, train_missing=..., retrain=...)   its results, written to the workdir
   format_result(result)                              the text evaluate.py prints
 
-An experiment with a `parallel` section (purification) may run on several processes (core/distributed.py); the
-others run on one.
+Every system's experiment has a `parallel` section and may run on several processes (core/distributed.py):
+purification's sweeps split their stacks of models over the devices, detection's and restoration's runs split
+their batches (data-parallel, core/training.py).
 """
 
 import dataclasses
@@ -45,8 +46,8 @@ def of_config(config: ml_collections.ConfigDict | None) -> System:
 
 
 def start(config: ml_collections.ConfigDict):
-  """(system, experiment, lead): the config checked and, for an experiment with a `parallel` section, its
-  processes joined; `lead` is whether this process writes the files and prints."""
+  """(system, experiment, lead): the config checked and, with `parallel.distributed`, its processes joined;
+  `lead` is whether this process writes the files and prints."""
   system = of_config(config)
   exp = system.experiment.Experiment.from_config(config)
   if (spec := getattr(exp, "parallel", None)) is not None:

@@ -15,6 +15,12 @@ A *sweep* trains several runs of one step that differ only in their initial stat
 of one VQ-VAE kind): `Sweep` wraps any step in `parallel.over_models` (map or vmap) over a leading model
 axis, split over the mesh's 'model' axis, so one compiled step advances them all.
 
+*Data-parallel* training (`data_parallel`, a mesh from `parallel.data_mesh`) splits every batch over the mesh's
+'batch' axis and replicates the state and consts: one global step, jitted with those shardings, so XLA sums each
+device's share of the gradient over every device of every process. It is the same computation as one device's
+(the loss is still the mean over the whole batch, and threefry keys are partitionable, so a random draw does not
+depend on how it is split): only the order of float sums differs, and on one device it is the same program.
+
 `SupervisedStep` is the step of a model with one loss and one optimiser (the classifier, every VQ-VAE).
 """
 
@@ -222,20 +228,43 @@ def sweep_step(step: StepFn, model_axis: str, mesh: Mesh, num_consts: int):
   return jax.jit(mapped, in_shardings=(models,) + (whole,) * (1 + num_consts), out_shardings=models)
 
 
+@functools.lru_cache(maxsize=None)
+def data_step(step: StepFn, mesh: Mesh, num_consts: int):
+  """`step` on a batch split over `mesh`'s 'batch' axis (its leading axis), the state and consts replicated.
+
+  The shardings are fixed, so the state stays replicated between steps; XLA's partitioner inserts the
+  all-reduces that make every replica's update the whole batch's.
+  """
+  whole, split = NamedSharding(mesh, P()), NamedSharding(mesh, P("batch"))
+  return jax.jit(functools.partial(_apply, step), in_shardings=(whole, split) + (whole,) * num_consts,
+                 out_shardings=whole)
+
+
 def fit(step: StepFn, init: Callable[[], Any], batches: Callable[[int], Any], *, num_steps: int, ckpt_dir: str,
         name: str, consts: tuple = (), metrics: MetricsLog | None = None, checkpoint_every: int = 500,
         log_every: int = 50, stop_at: int | None = None, sweep: Sweep | None = None,
-        record: dict[str, Any] | None = None) -> Any:
+        data_parallel: Mesh | None = None, record: dict[str, Any] | None = None) -> Any:
   """Train from `init()` (or from the newest checkpoint in `ckpt_dir`) until `num_steps`; returns the state.
 
-  With `sweep`, `init()` returns the stacked states of the runs. `stop_at` ends the run early, as an
-  interruption would (the resume tests use it). `record` describes what the checkpoints hold: it is
+  With `sweep`, `init()` returns the stacked states of the runs. With `data_parallel` (`parallel.data_mesh`),
+  every batch is split over the mesh's 'batch' axis (its size must divide the batch's leading axis) and the
+  state returned is one replica of it, on this process's first device of the mesh. `stop_at` ends the run
+  early, as an interruption would (the resume tests use it). `record` describes what the checkpoints hold: it is
   written with the first one, and resuming from checkpoints with another record is an error.
   A non-finite loss or state stops training with an error before it is logged or saved, so the last
   checkpoint stays the last good one. Metrics rows a killed run logged after its last checkpoint are
   dropped on resume, so `metrics.jsonl` holds each step once.
   """
-  if sweep is None:
+  batch_of = batches
+  if sweep is not None and data_parallel is not None:
+    raise ValueError("a sweep's batch is whole on every device: it takes no data_parallel mesh")
+  if data_parallel is not None:
+    mesh, names = data_parallel, [name]
+    place, run_step = (lambda s: parallel.replicate(s, mesh)), data_step(step, mesh, len(consts))
+    consts = parallel.replicate(consts, mesh)
+    split = NamedSharding(mesh, P("batch"))
+    batch_of = lambda i: parallel.put(batches(i), split)  # each process puts only its devices' shares
+  elif sweep is None:
     place, run_step = (lambda s: s), functools.partial(compiled_step, step)
     names, mesh = [name], None
   else:
@@ -255,7 +284,7 @@ def fit(step: StepFn, init: Callable[[], Any], batches: Callable[[int], Any], *,
                  disable=start >= end or not parallel.is_lead(), dynamic_ncols=True)
       losses = []  # since the last check, still on the device (fetched together, not once per step)
       for i in bar:
-        state, step_metrics = run_step(state, batches(i), *consts)
+        state, step_metrics = run_step(state, batch_of(i), *consts)
         losses.append(step_metrics["loss"])
         done = i + 1
         save_now = done % checkpoint_every == 0 or done == num_steps
@@ -272,7 +301,8 @@ def fit(step: StepFn, init: Callable[[], Any], batches: Callable[[int], Any], *,
       mngr.wait_until_finished()
     finally:
       mngr.close()
-  return state
+  # One replica: what this process's own computations (sampling, evaluation) can take as an argument.
+  return parallel.one_replica(state) if data_parallel is not None else state
 
 
 @jax.jit

@@ -52,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vqdefense_jax.core import experiment as skeleton
+from vqdefense_jax.core.config import require
 from vqdefense_jax.core.errors import VQDefenseError
 
 SLOPE = 0.2          # LeakyReLU slope everywhere (ALAE)
@@ -378,3 +380,32 @@ def frechet_distance(feats_a_NxD, feats_b_MxD) -> float:
   lam = np.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a)
   diff = mu_a - mu_b
   return float(diff @ diff + np.trace(cov_a) + np.trace(cov_b) - 2.0 * np.sum(np.sqrt(np.clip(lam, 0, None))))
+
+
+@dataclasses.dataclass(frozen=True)
+class ALAESpec:
+  """The `alae` config section, checked."""
+  latent: int
+  mapping_layers: int
+  hidden: int
+  r1_gamma: float
+  learning_rate: float
+  separate_adam: bool
+  batch_size: int
+  steps: int
+
+  @classmethod
+  def from_config(cls, s) -> "ALAESpec":
+    spec = cls(s.latent, s.mapping_layers, s.hidden, float(s.r1_gamma), float(s.learning_rate), s.separate_adam,
+               s.batch_size, s.steps)
+    require(1 <= spec.latent <= 4096 and 1 <= spec.mapping_layers <= 64 and 1 <= spec.hidden <= 16384,
+            f"alae.latent (1..4096), alae.mapping_layers (1..64) and alae.hidden (1..16384) out of range: "
+            f"{spec.latent}, {spec.mapping_layers}, {spec.hidden}")
+    require(spec.r1_gamma >= 0 and spec.learning_rate > 0, "alae.r1_gamma must be >= 0 and alae.learning_rate > 0")
+    skeleton.check_schedule("alae", spec.batch_size, spec.steps)
+    return spec
+
+  def step(self, seed: int) -> ALAEStep:
+    return ALAEStep(latent=self.latent, mapping_layers=self.mapping_layers, hidden=self.hidden,
+                    r1_gamma=self.r1_gamma, learning_rate=self.learning_rate, separate_adam=self.separate_adam,
+                    seed=seed)

@@ -8,7 +8,7 @@ checks every section before anything is written.
 import ml_collections
 
 from vqdefense_jax.core import config as core_config
-from vqdefense_jax.purify import config as purify_config
+from vqdefense_jax.purify import api as purify_api
 
 # The sections a detection experiment shares with the purification experiment inside it (`purify`).
 SHARED = ("seed", "data", "train", "parallel")
@@ -20,13 +20,13 @@ SOURCES = ("alae_samples", "alae_reconstructions", "dcgan_samples") + PURIFY_SOU
 def purify_section(p: ml_collections.ConfigDict | None = None) -> ml_collections.ConfigDict:
   """A purification config (`p`, e.g. configs/purify/quick.py's; default purify/config.py's base) without the
   sections shared with the detection experiment."""
-  p = purify_config.base_config() if p is None else p
+  p = purify_api.base_config() if p is None else p
   return ml_collections.ConfigDict({key: p[key] for key in p if key not in SHARED})
 
 
 def purify_config_of(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The full purification config of a detection config: its `purify` section plus the shared sections."""
-  merged = purify_config.base_config().to_dict()
+  merged = purify_api.base_config().to_dict()
   merged.update(c.purify.to_dict())
   merged.update({key: c[key].to_dict() if isinstance(c[key], ml_collections.ConfigDict) else c[key]
                  for key in SHARED})

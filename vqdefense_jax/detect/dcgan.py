@@ -37,7 +37,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vqdefense_jax.core import experiment as skeleton
 from vqdefense_jax.core import layers, training
+from vqdefense_jax.core.config import require
 from vqdefense_jax.core.errors import VQDefenseError
 
 SLOPE = 0.2                    # D's LeakyReLU slope (DCGAN)
@@ -203,3 +205,25 @@ def sample(params: DCGANParams, key: jax.Array, n: int, image_shape: tuple[int, 
   """n images G(z), z ~ N(0, I) from `key`: (n, H, W, C) in [0, 1] (G ends in a sigmoid)."""
   _check_params_shape(params, image_shape)
   return _generate(params, jax.random.normal(key, (n, params.nets.latent), jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class DCGANSpec:
+  """The `dcgan` config section, checked."""
+  latent: int
+  width: int
+  learning_rate: float
+  batch_size: int
+  steps: int
+
+  @classmethod
+  def from_config(cls, s) -> "DCGANSpec":
+    spec = cls(s.latent, s.width, float(s.learning_rate), s.batch_size, s.steps)
+    require(1 <= spec.latent <= 4096 and 1 <= spec.width <= 1024,
+            f"dcgan.latent (1..4096) and dcgan.width (1..1024) out of range: {spec.latent}, {spec.width}")
+    require(spec.learning_rate > 0, "dcgan.learning_rate must be > 0")
+    skeleton.check_schedule("dcgan", spec.batch_size, spec.steps)
+    return spec
+
+  def step(self, seed: int) -> DCGANStep:
+    return DCGANStep(latent=self.latent, width=self.width, learning_rate=self.learning_rate, seed=seed)

@@ -17,7 +17,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from vqdefense_jax.core import experiment as skeleton
 from vqdefense_jax.core import layers, parallel, training
+from vqdefense_jax.core.config import require
+from vqdefense_jax.detect import augment
 
 
 class Block(nn.Module):
@@ -92,3 +95,52 @@ def scores(model: Detector, params: Any, images: np.ndarray, batch: int = 500) -
   if not len(images):
     return np.zeros((0,), np.float32)
   return parallel.batched(functools.partial(_prob, model, params), images, batch=batch)
+
+
+# --- the `detector` config section and its variants --------------------------------------------------------
+
+ADVERSARIAL = "adversarial"  # the gate's own detector variant: real images vs grey-box FGSM examples of them
+
+
+def variant_name(p: float) -> str:
+  """'none' for p = 0, else 'p<p>' ('p0.1', 'p0.5'): Wang et al.'s Blur+JPEG (p) variants."""
+  return "none" if p == 0 else f"p{p:g}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorSpec:
+  """The `detector` config section, checked: one detector per augmentation probability in `augment_p`."""
+  widths: tuple[int, ...]
+  learning_rate: float
+  batch_size: int
+  steps: int
+  num_fakes: int
+  augment_p: tuple[float, ...]
+  sigma_max: float
+  quality_min: int
+
+  @classmethod
+  def from_config(cls, s) -> "DetectorSpec":
+    spec = cls(tuple(s.widths), float(s.learning_rate), s.batch_size, s.steps, s.num_fakes,
+               tuple(float(p) for p in s.augment_p), float(s.sigma_max), s.quality_min)
+    require(bool(spec.widths) and all(1 <= w <= 1024 for w in spec.widths),
+            f"detector.widths must be a non-empty list of widths in 1..1024, got {spec.widths}")
+    require(spec.learning_rate > 0, "detector.learning_rate must be > 0")
+    skeleton.check_schedule("detector", spec.batch_size, spec.steps)
+    require(spec.num_fakes >= 0, "detector.num_fakes must be >= 0 (0: as many as training images)")
+    require(bool(spec.augment_p) and all(0 <= p <= 1 for p in spec.augment_p)
+            and len(set(spec.augment_p)) == len(spec.augment_p),
+            f"detector.augment_p must be distinct probabilities in [0, 1], got {spec.augment_p}")
+    require(0 <= spec.sigma_max <= 20 and 1 <= spec.quality_min <= 100,
+            "detector.sigma_max must be in [0, 20] and detector.quality_min in 1..100")
+    return spec
+
+  def augment(self, p: float) -> augment.Augment:
+    return augment.Augment(p_blur=p, p_jpeg=p, sigma_max=self.sigma_max, quality_min=self.quality_min)
+
+  @property
+  def model(self) -> Detector:
+    return Detector(self.widths)
+
+  def step(self) -> DetectorStep:
+    return DetectorStep(self.model, training.OptimizerSpec("adam", self.learning_rate))

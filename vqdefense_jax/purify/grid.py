@@ -1,10 +1,11 @@
 """The whole attack × ε × codebook size × purifier grid as ONE compiled computation.
 
-`grid_counts` takes the classifier, the stacked variables of every codebook
-size of both VQ-VAE kinds (leading model axis M; codebooks padded to K_max),
-the whole test set, the ε vector and the attacks, and returns the number of
-correct predictions for every (model, attack, purifier, ε) plus the undefended
-row of every attack. Inside:
+`grid_counts` takes the classifier, defences (core/defence.py) that share one
+parameter stack (leading model axis M: for the VQ-VAE purifiers, `VQParams` of
+every codebook size of both kinds, codebooks padded to K_max), the whole test
+set, the ε vector and the attacks, and returns the number of correct
+predictions for every (model, attack, purifier, ε) plus the undefended row of
+every attack. Inside:
 
   scan over test-set chunks (memory stays bounded by one chunk)
     every grey-box attack once per chunk, over the whole ε vector
@@ -23,17 +24,19 @@ Split size (best = highest mean accuracy over ε <= grid.best_eps_max, the
 paper's criterion in Sec. 3.2): a second compiled call on one-model stacks;
 the per-size rows then hold no_split and split only.
 
-`run_grid` stacks clean- and adversarially trained VQ-VAEs on the model axis
-of the same call, and runs one more call per extra tile count k
-(vqvae.split_ks), whose tiles have another shape, and one more for a network
-purifier (the restorer, restore/purifier.py: a one-model stack of its own).
+`run_grid` takes its defences each paired with its own parameters: the VQ-VAE
+purifiers with their VQ-VAE stacks, a network purifier (the restorer,
+restore/purifier.py) with its params. It stacks clean- and adversarially
+trained VQ-VAEs on the model axis of the same call, and runs one more call per
+extra tile count k (vqvae.split_ks), whose tiles have another shape, and one
+more for a network purifier (a one-model stack of its own params).
 """
 
 import dataclasses
 import functools
 import logging
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,13 +46,14 @@ from tqdm.auto import tqdm
 
 from vqdefense_jax.core import attacks
 from vqdefense_jax.core import classifier
+from vqdefense_jax.core import defence
 from vqdefense_jax.core import parallel
 from vqdefense_jax.core.attacks import AttackSpec
 from vqdefense_jax.core.classifier import Classifier
 from vqdefense_jax.core.errors import VQDefenseError
+from vqdefense_jax.core.defence import Defence, Gate
 from vqdefense_jax.purify.kinds import VQKind, VQSpec
-from vqdefense_jax.core.defence import Gate, ModulePurifier
-from vqdefense_jax.purify.purifiers import STAGES, Purifier, apply_all
+from vqdefense_jax.purify.purifiers import Pipeline, Purifier, VQParams, apply_all
 from vqdefense_jax.purify.results import Convergence, GridResult, Paired, Predictions, Restorer, SplitK, Suite
 
 log = logging.getLogger(__name__)
@@ -114,10 +118,12 @@ class Measure:
   predictions: bool = False
 
 
-def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.Attack, ...], model_axis: str,
-                   mesh: Mesh, measure: Measure, cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB,
-                   index_CxB, eps_E, seed, gate_params=None):
+def grid_counts_fn(purifiers: tuple[Defence, ...], attack_list: tuple[attacks.Attack, ...], model_axis: str,
+                   mesh: Mesh, measure: Measure, cls_params, params_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E,
+                   seed, gate_params=None):
   """Correct-prediction counts: undefended (A, E) and defended (M, A, P, E) over all chunks C.
+
+  Every purifier takes model i of `params_M` (a pytree whose leaves share the leading model axis M).
 
   `w_CxB` is 1 for real test images and 0 for padding; `index_CxB` is each
   image's index in the test set (PGD's random start is drawn from it and
@@ -142,11 +148,11 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   (M, S, P, E, O).
   """
 
-  def local(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params):
+  def local(cls_params, params_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params):
     f = classifier.logits_fn(cls_params, measure.classifier)
     key = jax.random.key(seed)
     item_batch, query_batch = default_item_batch(), default_item_batch(queries=True)
-    e, m, p = eps_E.shape[0], parallel.num_models(no_split_M), len(purifiers)
+    e, m, p = eps_E.shape[0], parallel.num_models(params_M), len(purifiers)
 
     def chunk(carry, batch):
       x_BxHxWx1, y_B, w_B, index_B = batch
@@ -192,17 +198,17 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
       with_worst = lambda pred_AxXxB: (jnp.concatenate([pred_AxXxB, worst(pred_AxXxB, y_B)[None]])
                                        if len(attack_list) > 1 else pred_AxXxB)
 
-      def one_model(no_split, split):
+      def one_model(params):
         def white_box(atk, pur, k):  # attack through the purifier (and a gated one's detector), then purify
-          x_adv = attack(atk, functools.partial(pur.differentiable, no_split, split, gate_params=gate_params), k)
-          return predict(pur(no_split, split, x_adv, gate_params))
+          x_adv = attack(atk, functools.partial(pur.differentiable, params, gate_params=gate_params), k)
+          return predict(pur(params, x_adv, gate_params))
 
         def grey_box_row(adv):       # every purifier on one restart's grey-box images; shared stages once
-          return jnp.stack([predict(o) for o in apply_all(purifiers, no_split, split, adv, gate_params)])
+          return jnp.stack([predict(o) for o in apply_all(purifiers, params, adv, gate_params)])
 
         def suite_row(atk, pur):     # (E, B) predictions and (E, O) outcome counts
-          x_adv, counts = suite(atk, functools.partial(pur.differentiable, no_split, split, gate_params=gate_params))
-          return predict(pur(no_split, split, x_adv, gate_params)), counts
+          x_adv, counts = suite(atk, functools.partial(pur.differentiable, params, gate_params=gate_params))
+          return predict(pur(params, x_adv, gate_params)), counts
 
         rows, outcomes = [], []
         for atk in attack_list:      # each row (P, E, B): the worst case over the attack's restarts
@@ -220,7 +226,7 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
                 jnp.stack(outcomes) if outcomes else None)
 
       undefended_AxE, defended_MxAxPxE, outcomes_SxExO, outcomes_MxSxPxExO = carry
-      defended, pred_M, outcomes_M = parallel.over_models(one_model, model_axis)(no_split_M, split_M)
+      defended, pred_M, outcomes_M = parallel.over_models(one_model, model_axis)(params_M)
       jax.debug.callback(_chunk_done, defended[0, 0, 0, 0])  # after this chunk's results exist
       pred_undefended = with_worst(jnp.stack([worst(_each(predict, grey[atk.grey_box()]), y_B)
                                               for atk in attack_list]))
@@ -245,10 +251,10 @@ def grid_counts_fn(purifiers: tuple[Purifier, ...], attack_list: tuple[attacks.A
   batch = P(None, "batch")
   pred_specs = (batch, P(None, None, None, "batch"), P(None, "model", None, None, None, "batch"))
   sharded = jax.shard_map(local, mesh=mesh,
-                          in_specs=(P(), P("model"), P("model"), batch, batch, batch, batch, P(), P(), P()),
+                          in_specs=(P(), P("model"), batch, batch, batch, batch, P(), P(), P()),
                           out_specs=(P(), P("model"), pred_specs if measure.predictions else None,
                                      (P(), P("model"))), check_vma=False)
-  return sharded(cls_params, no_split_M, split_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params)
+  return sharded(cls_params, params_M, x_CxBxHxWx1, y_CxB, w_CxB, index_CxB, eps_E, seed, gate_params)
 
 
 grid_counts = jax.jit(grid_counts_fn, static_argnums=(0, 1, 2, 3, 4))
@@ -310,7 +316,8 @@ class GridSpec:
   def from_config(cls, section, epsilons) -> "GridSpec":
     spec = cls(section.chunk_size, section.pairing, float(section.best_eps_max))
     if not 0 <= spec.chunk_size <= 2 ** 16:
-      raise VQDefenseError(f"grid.chunk_size must be in 0..65536 (0: the default for the backend), got {spec.chunk_size}")
+      raise VQDefenseError(f"grid.chunk_size must be in 0..65536 (0: the default for the backend), "
+                           f"got {spec.chunk_size}")
     if spec.pairing not in ("same", "best"):
       raise VQDefenseError(f"grid.pairing must be 'same' or 'best', not {spec.pairing!r}")
     if spec.best_eps_max < min(float(e) for e in epsilons):
@@ -319,12 +326,19 @@ class GridSpec:
 
 
 def make_purifiers(vq: VQSpec, names, k: int | None = None, gate: Gate | None = None) -> tuple[Purifier, ...]:
-  """The VQ-VAE purifiers of `names` (not 'none': the undefended row is always computed; not a network purifier
-  such as 'restorer': `run_grid`'s `network`), with k×k tiles; with a `gate`, each also as detect, then purify
-  (after all the ungated ones)."""
+  """The VQ-VAE purifiers of `names` (the registered `Pipeline`s; not 'none': the undefended row is always
+  computed; not a network purifier such as 'restorer'), with k×k tiles; with a `gate`, each also as detect,
+  then purify (after all the ungated ones)."""
+  pipelines = defence.registered(Pipeline)
   plain = tuple(Purifier(n, vq.model, vq.model, vq.split_k if k is None else k) for n in names
-                if n != "none" and n in STAGES)
+                if n != "none" and n in pipelines)
   return plain + (tuple(dataclasses.replace(p, gate=gate) for p in plain) if gate is not None else ())
+
+
+def vqvae_defences(vq: VQSpec, names, stacks: dict[VQKind, Any], gate: Gate | None = None
+                   ) -> list[tuple[Purifier, dict[VQKind, Any]]]:
+  """`make_purifiers`' purifiers, each paired with its parameters for `run_grid`: the VQ-VAE stacks."""
+  return [(p, stacks) for p in make_purifiers(vq, names, gate=gate)]
 
 
 def best_index(acc_MxE: np.ndarray, eps, eps_max: float) -> int:
@@ -345,14 +359,16 @@ class Counts(NamedTuple):
   outcomes: Any                 # AutoAttack outcome shares: undefended (S, E, O), defended (M, S, P, E, O)
 
 
-def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, split_M, images: np.ndarray,
+def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, params_M, images: np.ndarray,
                labels: np.ndarray, epsilons, chunk_size: int, attack_list=(attacks.Attack("fgsm"),),
                seed: int = 0, measure: Measure = Measure(), gate_params=None) -> Counts:
   """Pad and place the inputs, compile, run: accuracy (A, E), (M, A, P, E), timings, (with
-  `measure.predictions`, else None) the predictions, and the suites' outcome shares (`Counts`)."""
-  m = parallel.num_models(no_split_M)
-  if parallel.num_models(split_M) != m:
-    raise VQDefenseError(f"the No-Split and Split stacks hold {m} and {parallel.num_models(split_M)} models")
+  `measure.predictions`, else None) the predictions, and the suites' outcome shares (`Counts`). Every
+  purifier takes its model of `params_M` (the VQ-VAE purifiers: `VQParams` of two stacks)."""
+  m = parallel.num_models(params_M)
+  if {int(leaf.shape[0]) for leaf in jax.tree.leaves(params_M)} != {m}:
+    raise VQDefenseError(f"the parameter stack's leaves hold different numbers of models: "
+                         f"{sorted({int(leaf.shape[0]) for leaf in jax.tree.leaves(params_M)})}")
   if not purifiers:
     raise VQDefenseError("the grid needs at least one purifier besides 'none' in eval.purifiers")
   if measure.counting not in COUNTING:
@@ -362,10 +378,10 @@ def run_counts(purifiers, model_axis: str, mesh: Mesh, cls_params, no_split_M, s
   x, y, w, index = chunked(images, labels, balanced_chunk(len(images), chunk_size or default_chunk_size(item_attacks),
                                                           n_batch))
   replicated, models, batch = (NamedSharding(mesh, spec) for spec in (P(), P("model"), P(None, "batch")))
-  args = (cls_params, parallel.pad_models(no_split_M, n_model), parallel.pad_models(split_M, n_model), x, y, w,
-          index, np.asarray(epsilons, np.float32), np.asarray(seed, np.uint32), gate_params)
+  args = (cls_params, parallel.pad_models(params_M, n_model), x, y, w, index, np.asarray(epsilons, np.float32),
+          np.asarray(seed, np.uint32), gate_params)
   args = tuple(parallel.put(a, s) for a, s in
-               zip(args, (replicated, models, models, batch, batch, batch, batch, replicated, replicated, replicated)))
+               zip(args, (replicated, models, batch, batch, batch, batch, replicated, replicated, replicated)))
   t0 = time.perf_counter()
   compiled = grid_counts.lower(purifiers, tuple(attack_list), model_axis, mesh, measure, *args).compile()
   t1 = time.perf_counter()
@@ -397,23 +413,37 @@ def _gather(a: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(a, tiled=True))
 
 
-def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, model_axis: str, seed: int,
-             cls_params, stacks: dict[VQKind, Any], images: np.ndarray, labels: np.ndarray,
-             mesh: Mesh, measure: Measure = Measure(), gate: tuple[Gate, Any] | None = None,
-             network: tuple[ModulePurifier, Any] | None = None) -> GridResult:
+def run_grid(vq: VQSpec, attack: AttackSpec, spec: GridSpec, model_axis: str, seed: int, cls_params,
+             defences: Sequence[tuple[Defence, Any]], images: np.ndarray, labels: np.ndarray, mesh: Mesh,
+             measure: Measure = Measure(), gate_params=None) -> GridResult:
   """The full grid: accuracy[attack, training, purifier, codebook size, ε] from one compiled call.
 
+  `defences` pairs each defence with its own parameters: each VQ-VAE `Purifier` (`vqvae_defences`, in the
+  order of the purifier axis) with the VQ-VAE stacks they all share ({VQKind: variables stacked over
+  codebook sizes}, `load_trained`'s), a network purifier (a `ModulePurifier`, at most one) with its params.
   The clean- and adversarially trained stacks (`vq.training`) are concatenated on the model axis. Best
   sizes use the first attack on the clean-trained models. Each tile count of `vq.split_ks` other than 1
   and vq.split_k (whose rows the main call already has) is one more compiled call, because its tiles
-  have another shape. `measure` says how predictions count (and whether the main call's are kept). With
-  `gate` = (Gate, detector params), every purifier is measured also as detect, then purify. With `network` =
-  (ModulePurifier, its params), that network is one more purifier under every attack: one more compiled call
-  on a one-model stack (its row has no codebook size and no training mode).
+  have another shape. `measure` says how predictions count (and whether the main call's are kept). Gated
+  purifiers (detect, then purify: one `Gate`) take the detector's `gate_params`. The network purifier runs
+  under every attack in one more compiled call on a one-model stack of its params (its row has no codebook
+  size and no training mode).
   """
   eps, sizes, modes = list(attack.epsilons), list(vq.codebook_sizes), list(vq.training)
-  the_gate, gate_params = gate if gate is not None else (None, None)
-  purifiers = make_purifiers(vq, purifier_names, gate=the_gate)
+  purifiers = tuple(d for d, _ in defences if isinstance(d, Purifier))
+  networks = [(d, params) for d, params in defences if not isinstance(d, Purifier)]
+  stacks = [params for d, params in defences if isinstance(d, Purifier)]
+  if not purifiers:
+    raise VQDefenseError("the grid needs at least one purifier besides 'none' in eval.purifiers")
+  if any(s is not stacks[0] for s in stacks):  # they form the codebook-size axis of one compiled call
+    raise VQDefenseError("the VQ-VAE purifiers of one grid share one set of VQ-VAE stacks")
+  if len(networks) > 1:
+    raise VQDefenseError(f"the grid takes one network purifier, not {len(networks)}: "
+                         f"{', '.join(d.label for d, _ in networks)}")
+  gates = {p.gate for p in purifiers if p.gate is not None}
+  if len(gates) > 1:
+    raise VQDefenseError("the grid's gated purifiers share one detector")
+  the_gate, stacks = (gates.pop() if gates else None), stacks[0]
   pipelines = tuple(p for p in purifiers if len(p.stages) > 1)
   # 'best' needs both single-model purifiers to pick the sizes, whatever eval.purifiers lists.
   per_size = purifiers if spec.pairing == "same" else make_purifiers(vq, ("no_split", "split"), gate=the_gate)
@@ -425,7 +455,7 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
            "+ undefended, one computation on %s (mesh model=%d batch=%d, model axis %s)", len(images), len(eps),
            len(sizes), len(modes), len(per_size), len(attack.attacks), jax.devices()[0].device_kind,
            mesh.shape["model"], mesh.shape["batch"], model_axis)
-  undefended, acc_MxAxPxE, timing, preds, outcomes = run(per_size, no_split_M=both[1], split_M=both[vq.split_k],
+  undefended, acc_MxAxPxE, timing, preds, outcomes = run(per_size, params_M=VQParams(both[1], both[vq.split_k]),
                                                          measure=measure)
   log.info("grid: compiled in %.1f s, ran in %.1f s", timing["compile_s"], timing["run_s"])
   acc_AxTxPxSxE = _by_axes(acc_MxAxPxE, len(modes), len(sizes))
@@ -435,8 +465,8 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
   timings, paired, split_k = [dict(what="grid", **timing)], None, None
   if spec.pairing == "best" and pipelines:
     pick = lambda kind: np.asarray([t * len(sizes) + sizes.index(best[kind]) for t in range(len(modes))])
-    _, acc_TxAxPxE, t, _, _ = run(pipelines, no_split_M=parallel.take(both[1], pick("no_split")),
-                            split_M=parallel.take(both[vq.split_k], pick("split")))
+    _, acc_TxAxPxE, t, _, _ = run(pipelines, params_M=VQParams(parallel.take(both[1], pick("no_split")),
+                                                               parallel.take(both[vq.split_k], pick("split"))))
     log.info("grid: best pair No-Split K=%d + Split K=%d: %.1f s", best["no_split"], best["split"],
              t["compile_s"] + t["run_s"])
     paired = Paired(best["no_split"], best["split"], tuple(p.label for p in pipelines),
@@ -444,7 +474,8 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
     timings.append(dict(what="best pair", **t))
   convergence = None
   if attack.convergence_steps:
-    convergence, t = _convergence(attack, per_size, run, both, vq.split_k, len(modes), len(sizes))
+    convergence, t = _convergence(attack, per_size, run, VQParams(both[1], both[vq.split_k]), len(modes),
+                                  len(sizes))
     timings += t
   if vq.split_ks:
     known = {vq.split_kind(1 if p.label == "no_split" else vq.split_k): acc_AxTxPxSxE[:, 0, i]
@@ -452,10 +483,8 @@ def run_grid(vq: VQSpec, attack: AttackSpec, purifier_names, spec: GridSpec, mod
     split_k, t = _split_k_grid(vq, stacks, run, known)
     timings += t
   restorer = restorer_outcomes = None
-  if network is not None:
-    pur, params = network
-    one = parallel.stack([params])
-    _, acc_1xAx1xE, t, _, (_, restorer_1xSx1xExO) = run((pur,), no_split_M=one, split_M=one)
+  for pur, params in networks:
+    _, acc_1xAx1xE, t, _, (_, restorer_1xSx1xExO) = run((pur,), params_M=parallel.stack([params]))
     log.info("grid: %s: %.1f s", pur.label, t["compile_s"] + t["run_s"])
     restorer, restorer_outcomes = Restorer(acc_1xAx1xE[0, :, 0]), restorer_1xSx1xExO[0, :, 0]
     timings.append(dict(what=pur.label, **t))
@@ -479,7 +508,7 @@ def _by_axes(acc_MxAxPxE: np.ndarray, num_modes: int, num_sizes: int) -> np.ndar
   return acc.transpose((2, 0, 3, 1) + tuple(range(4, acc.ndim)))
 
 
-def _convergence(attack: AttackSpec, purifiers, run, both, split_k: int, num_modes: int,
+def _convergence(attack: AttackSpec, purifiers, run, params_M: VQParams, num_modes: int,
                  num_sizes: int) -> tuple[Convergence, list[dict]]:
   """The iterative gradient attacks (not Square, not a suite) at every attack.convergence_steps, one compiled call
   per step count."""
@@ -487,7 +516,7 @@ def _convergence(attack: AttackSpec, purifiers, run, both, split_k: int, num_mod
   acc, und, timing = [], [], []
   for k in attack.convergence_steps:
     at_k = tuple(dataclasses.replace(a, steps=k) for a in iterative)
-    u, a, t, _, _ = run(purifiers, no_split_M=both[1], split_M=both[split_k], attack_list=at_k)
+    u, a, t, _, _ = run(purifiers, params_M=params_M, attack_list=at_k)
     log.info("grid: iterative attacks at %d steps: %.1f s", k, t["compile_s"] + t["run_s"])
     acc.append(_by_axes(a, num_modes, num_sizes))
     und.append(u)
@@ -527,7 +556,7 @@ def _split_k_grid(vq: VQSpec, stacks, run, known: dict[VQKind, np.ndarray]) -> t
     if kind in known:
       rows.append(known[kind])
       continue
-    _, acc_MxAx1xE, t, _, _ = run(make_purifiers(vq, ("split",), k), no_split_M=stacks[kind], split_M=stacks[kind])
+    _, acc_MxAx1xE, t, _, _ = run(make_purifiers(vq, ("split",), k), params_M=VQParams(stacks[kind], stacks[kind]))
     log.info("grid: Split purifier with %dx%d tiles (%s): %.1f s", k, k, kind.name, t["compile_s"] + t["run_s"])
     rows.append(acc_MxAx1xE[:, :, 0].transpose(1, 0, 2))
     timing.append(dict(what=f"split k={k}", **t))

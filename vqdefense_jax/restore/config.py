@@ -62,5 +62,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval.figure_examples = 8          # images per row in the figures
 
   c.train = core_config.train_section()  # checkpoint_every, log_every (sweep is unused: one restorer at a time)
+  c.parallel = core_config.parallel_section()  # distributed, timeout_s (the *_model_axis and model_devices keys
+                                      # are unused: every run is data-parallel, its batches split over the devices)
   c.lock()
   return c

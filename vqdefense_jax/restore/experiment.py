@@ -37,8 +37,6 @@ Evaluation (eval.num_images test images):
 
 import dataclasses
 import math
-import os
-import re
 from typing import Any
 
 import jax
@@ -46,7 +44,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from vqdefense_jax.core import attacks
-from vqdefense_jax.core import checkpoints
 from vqdefense_jax.core import classifier
 from vqdefense_jax.core import config as config_lib
 from vqdefense_jax.core import data as data_lib
@@ -55,80 +52,15 @@ from vqdefense_jax.core import parallel
 from vqdefense_jax.core import training
 from vqdefense_jax.core import workdir as workdir_lib
 from vqdefense_jax.core.config import require
-from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.restore import gan
 from vqdefense_jax.restore import gradcam
 from vqdefense_jax.restore import models
 from vqdefense_jax.restore import mosaic as mosaic_lib
 from vqdefense_jax.restore import quality
 from vqdefense_jax.restore import report
+from vqdefense_jax.restore import runs as runs_lib
 from vqdefense_jax.restore.config import base_config
 from vqdefense_jax.restore.results import RestorationResult
-
-_LAMBDA = re.compile(r"lambda(\d+(?:\.\d+)?(?:e-?\d+)?)$")
-
-
-@dataclasses.dataclass(frozen=True)
-class Variant:
-  """One restorer of the comparison: its name (also its checkpoint's) and what it changes."""
-  name: str
-  cbam: bool
-  adversarial: bool
-  l1_weight: float
-
-  @classmethod
-  def parse(cls, name: str, l1_weight: float) -> "Variant":
-    """'cbam' | 'nocbam', then optionally 'l1only' and 'lambda<λ>', joined by '_' (restore/config.py)."""
-    tokens = name.split("_")
-    bad = (f"variant {name!r}: expected 'cbam' or 'nocbam', then optionally '_l1only' and '_lambda<λ>' (e.g. "
-           "'cbam_lambda100')")
-    require(tokens[0] in ("cbam", "nocbam"), bad)
-    adversarial, lam, given = True, l1_weight, False
-    for t in tokens[1:]:
-      if t == "l1only" and adversarial:
-        adversarial = False
-      elif (m := _LAMBDA.match(t)) and not given:
-        lam, given = float(m.group(1)), True
-      else:
-        raise VQDefenseError(bad)
-    require(math.isfinite(lam) and lam >= 0 and (adversarial or lam > 0),
-            f"variant {name!r}: λ must be finite and >= 0 (> 0 with l1only), got {lam}")
-    return cls(name, tokens[0] == "cbam", adversarial, lam)
-
-
-@dataclasses.dataclass(frozen=True)
-class NetSpec:
-  """The `generator` and `discriminator` sections, with D's depth resolved for the image size."""
-  width: int
-  blocks: int
-  d_width: int
-  d_layers: int
-
-  @classmethod
-  def from_config(cls, g, d, image_size: int) -> "NetSpec":
-    require(1 <= g.width <= 1024 and 0 <= g.blocks <= 64, f"generator.width (1..1024) and generator.blocks (0..64) "
-            f"out of range: {g.width}, {g.blocks}")
-    require(1 <= d.width <= 1024 and 0 <= d.layers <= 8, f"discriminator.width (1..1024) and discriminator.layers "
-            f"(0..8; 0: by image size) out of range: {d.width}, {d.layers}")
-    spec = cls(g.width, g.blocks, d.width, d.layers or models.patch_layers(image_size))
-    models.check_shapes((image_size, image_size, 1), spec.blocks, spec.d_layers)
-    return spec
-
-
-@dataclasses.dataclass(frozen=True)
-class GANSpec:
-  l1_weight: float
-  learning_rate: float
-  batch_size: int
-  steps: int
-
-  @classmethod
-  def from_config(cls, s) -> "GANSpec":
-    spec = cls(float(s.l1_weight), float(s.learning_rate), s.batch_size, s.steps)
-    require(spec.l1_weight >= 0 and spec.learning_rate > 0, "gan.l1_weight must be >= 0 and gan.learning_rate > 0")
-    skeleton.check_schedule("gan", spec.batch_size, spec.steps)
-    return spec
-
 
 @dataclasses.dataclass(frozen=True)
 class EvalSpec:
@@ -157,13 +89,14 @@ class Experiment:
   seed: int
   data: data_lib.DataSpec
   mosaic: mosaic_lib.Mosaic
-  nets: NetSpec
-  gan: GANSpec
-  variants: tuple[Variant, ...]
+  nets: models.NetSpec
+  gan: gan.GANSpec
+  variants: tuple[gan.Variant, ...]
   classifier: training.Schedule | None        # None without eval.classifier
   classifier_model: classifier.Classifier
   eval: EvalSpec
   loop: training.LoopSpec
+  parallel: parallel.ParallelSpec            # several processes (distributed)
   config: dict = dataclasses.field(compare=False, repr=False)
 
   @classmethod
@@ -177,92 +110,30 @@ class Experiment:
             "the MNIST classifier: set eval.classifier=false (configs/restore/faces.py does)")
     mosaic = mosaic_lib.Mosaic.from_config(c.mosaic)
     mosaic.cells(data.image_size)  # the block fits in the image
-    gan_spec = GANSpec.from_config(c.gan)
+    gan_spec = gan.GANSpec.from_config(c.gan)
     names = tuple(c.variants)
     require(bool(names) and len(set(names)) == len(names), f"variants must be distinct names, got {names}")
-    variants = tuple(Variant.parse(n, gan_spec.l1_weight) for n in names)
+    variants = tuple(gan.Variant.parse(n, gan_spec.l1_weight) for n in names)
     same = {}
     for v in variants:
       key = (v.cbam, v.adversarial, v.l1_weight)
       require(key not in same, f"variants {same.get(key)!r} and {v.name!r} are the same model (λ = {v.l1_weight})")
       same[key] = v.name
     return cls(seed=c.seed, data=data, mosaic=mosaic,
-               nets=NetSpec.from_config(c.generator, c.discriminator, data.image_size), gan=gan_spec,
+               nets=models.NetSpec.from_config(c.generator, c.discriminator, data.image_size), gan=gan_spec,
                variants=variants,
                classifier=training.Schedule.from_config(c.classifier, "classifier") if ev.classifier else None,
                classifier_model=classifier.from_config(c.classifier), eval=ev,
-               loop=training.LoopSpec.from_config(c.train), config=c.to_dict())
+               loop=training.LoopSpec.from_config(c.train), parallel=parallel.ParallelSpec.from_config(c.parallel),
+               config=c.to_dict())
 
   @property
   def variant_names(self) -> tuple[str, ...]:
     return tuple(v.name for v in self.variants)
 
 
-def restorer_name(v: Variant) -> str:
-  return f"restorer_{v.name}"
-
-
-# --- records ---------------------------------------------------------------------------------------------
-
-def _common(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
-  return skeleton.common_record(exp.seed, exp.data, ds, dataset=True)
-
-
-def classifier_record(exp: Experiment, ds: data_lib.Dataset) -> dict[str, Any]:
-  s = exp.classifier
-  return dict(model="classifier", **_common(exp, ds),
-              classifier=dict(optimizer=s.optimizer, learning_rate=s.learning_rate,
-                              lr_decay_per_epoch=s.lr_decay_per_epoch, batch_size=s.batch_size,
-                              input_mean=exp.classifier_model.mean, input_std=exp.classifier_model.std))
-
-
-def restorer_record(exp: Experiment, ds: data_lib.Dataset, v: Variant) -> dict[str, Any]:
-  """What a restorer checkpoint was made from; gan.steps is left out, so a longer schedule continues it."""
-  n = exp.nets
-  return dict(model=restorer_name(v), **_common(exp, ds), mosaic=dataclasses.asdict(exp.mosaic),
-              generator=dict(width=n.width, blocks=n.blocks, cbam=v.cbam, cbam_reduction=models.REDUCTION,
-                             cbam_kernel=models.SPATIAL_KERNEL),
-              discriminator=dict(width=n.d_width, layers=n.d_layers),
-              gan=dict(adversarial=v.adversarial, l1_weight=v.l1_weight, learning_rate=exp.gan.learning_rate,
-                       adam_b1=gan.ADAM_B1, adam_b2=gan.ADAM_B2, batch_size=exp.gan.batch_size))
-
-
-def records(exp: Experiment, ds: data_lib.Dataset) -> dict[str, dict[str, Any]]:
-  """Every checkpoint of the experiment by name, with its record."""
-  out = {"classifier": classifier_record(exp, ds)} if exp.classifier is not None else {}
-  return out | {restorer_name(v): restorer_record(exp, ds, v) for v in exp.variants}
-
-
-# --- data and steps --------------------------------------------------------------------------------------
-
-def pairs(exp: Experiment, images: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """(mosaicked images, box masks) of a split's images, image i's box from (seed of the split, i)."""
-  seed = training.stable_seed(exp.seed, f"mosaic/{split}")
-  index = np.arange(len(images), dtype=np.int32)
-  return parallel.batched(lambda x, i: mosaic_lib.deidentify(exp.mosaic, seed, x, i), images, index, batch=1000)
-
-
-def restorer_step(exp: Experiment, v: Variant) -> gan.RestorerStep:
-  n = exp.nets
-  return gan.RestorerStep(width=n.width, blocks=n.blocks, cbam=v.cbam, d_width=n.d_width, d_layers=n.d_layers,
-                          adversarial=v.adversarial, l1_weight=v.l1_weight, learning_rate=exp.gan.learning_rate,
-                          seed=training.stable_seed(exp.seed, "restorer"))
-
-
-def _classifier_run(exp: Experiment, ds: data_lib.Dataset):
-  """(step, init, number of steps) of the classifier, seeded as the purification experiment seeds its own."""
-  n_train = len(ds.train_images)
-  seed = training.stable_seed(exp.seed, "classifier")
-  model = exp.classifier_model
-  step = training.SupervisedStep(classifier.ClassifierLoss(model), exp.classifier.optimizer_spec(n_train), seed)
-  init = lambda: step.init(classifier.init_params(seed, exp.data.image_size, model), {})
-  return step, init, exp.classifier.num_steps(n_train)
-
-
-def _fit(step, init, batches, num_steps: int, workdir: str, name: str, record, consts, metrics, exp: Experiment,
-         stop_at: int | None):
-  return skeleton.fit(step, init, batches, num_steps=num_steps, workdir=workdir, name=name, record=record,
-                      consts=consts, metrics=metrics, loop=exp.loop, stop_at=stop_at)
+# Kept importable from here.
+restorer_name, pairs = runs_lib.restorer_name, runs_lib.pairs
 
 
 def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,
@@ -271,45 +142,22 @@ def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain
   checkpoint name ('classifier', 'restorer_<variant>')."""
   workdir = workdir_lib.claim(workdir, "restore")
   ds = ds or data_lib.load_dataset(exp.data)
-  wanted = records(exp, ds)
-  steps = {restorer_name(v): exp.gan.steps for v in exp.variants}
-  if exp.classifier is not None:
-    steps["classifier"] = _classifier_run(exp, ds)[2]
-  metrics = workdir_lib.accept(workdir, exp.config, {os.path.join(workdir, "checkpoints", name): (r, steps[name])
-                                                     for name, r in wanted.items()}, retrain)
+  runs = {r.name: r for r in runs_lib.runs(exp, ds)}
+  metrics = skeleton.prepare(workdir, exp.config, list(runs.values()), retrain, parallel.is_lead())
   out = {}
-  if exp.classifier is not None:
-    step, init, num_steps = _classifier_run(exp, ds)
-    batches = training.IndexBatches(step.seed, len(ds.train_images), exp.classifier.batch_size)
+  if "classifier" in runs:
     consts = (jnp.asarray(ds.train_images), jnp.asarray(ds.train_labels), None)
-    out["classifier"] = _fit(step, init, batches, num_steps, workdir, "classifier", wanted["classifier"], consts,
-                             metrics, exp, stop_at).params
+    out["classifier"] = skeleton.fit_run(runs.pop("classifier"), workdir, consts, metrics, exp.loop, stop_at).params
   x_mosaic, _ = pairs(exp, ds.train_images, "train")
   consts = (jnp.asarray(x_mosaic), jnp.asarray(ds.train_images))  # on the device once for every variant
-  shape = skeleton.image_shape(ds)
-  for v in exp.variants:
-    step, name = restorer_step(exp, v), restorer_name(v)
-    batches = training.IndexBatches(step.seed, len(ds.train_images), exp.gan.batch_size)
-    out[name] = _fit(step, lambda: step.init(shape), batches, exp.gan.steps, workdir, name, wanted[name], consts,
-                     metrics, exp, stop_at).params
+  for name, run in runs.items():
+    out[name] = skeleton.fit_run(run, workdir, consts, metrics, exp.loop, stop_at).params
   return out
 
 
 def load_trained(exp: Experiment, workdir: str, ds: data_lib.Dataset) -> dict[str, Any]:
   """Every model's params (as `train_all` returns them) from finished checkpoints made from this config."""
-  workdir = os.path.abspath(workdir)
-  wanted = records(exp, ds)
-  shape = skeleton.image_shape(ds)
-  restore = lambda name, init, num_steps: checkpoints.restore_finished(
-      os.path.join(workdir, "checkpoints", name), wanted[name], jax.eval_shape(init), num_steps, name).params
-  out = {}
-  if exp.classifier is not None:
-    _, init, num_steps = _classifier_run(exp, ds)
-    out["classifier"] = restore("classifier", init, num_steps)
-  for v in exp.variants:
-    step = restorer_step(exp, v)
-    out[restorer_name(v)] = restore(restorer_name(v), lambda: step.init(shape), exp.gan.steps)
-  return out
+  return {run.name: skeleton.load(run, workdir).params for run in runs_lib.runs(exp, ds)}
 
 
 # --- evaluation ------------------------------------------------------------------------------------------
@@ -393,7 +241,8 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
       figures[f"classifier/{name}/x"] = x[:k]
       figures[f"classifier/{name}/cam"] = np.asarray(cam(jnp.asarray(x[:k]), jnp.asarray(labels[:k])))
   out = RestorationResult(**result, config=exp.config, figures=figures)
-  report.write(out, workdir)
+  if parallel.is_lead():  # on several processes every one computes the same result; one writes it
+    report.write(out, workdir)
   return out
 
 

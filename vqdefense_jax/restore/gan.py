@@ -23,6 +23,7 @@ CycleGAN's linear learning-rate decay over its second 100 epochs is left out (a 
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 import flax
@@ -30,7 +31,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from vqdefense_jax.core import experiment as skeleton
 from vqdefense_jax.core import training
+from vqdefense_jax.core.config import require
 from vqdefense_jax.core.errors import VQDefenseError
 from vqdefense_jax.restore import models
 
@@ -151,3 +154,52 @@ def restore(params: RestorerParams, x_BxHxWxC: jax.Array) -> jax.Array:
 def realness(params: RestorerParams, x_BxHxWxC: jax.Array) -> jax.Array:
   """D(G(x)) averaged over patches: (B,) logits, the score Grad-CAM explains (restore/gradcam.py)."""
   return critic(params, generate(params, x_BxHxWxC)).mean(axis=(1, 2))
+
+
+# --- the `gan` config section and the variants ------------------------------------------------------------
+
+_LAMBDA = re.compile(r"lambda(\d+(?:\.\d+)?(?:e-?\d+)?)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class GANSpec:
+  """The `gan` config section, checked."""
+  l1_weight: float
+  learning_rate: float
+  batch_size: int
+  steps: int
+
+  @classmethod
+  def from_config(cls, s) -> "GANSpec":
+    spec = cls(float(s.l1_weight), float(s.learning_rate), s.batch_size, s.steps)
+    require(spec.l1_weight >= 0 and spec.learning_rate > 0, "gan.l1_weight must be >= 0 and gan.learning_rate > 0")
+    skeleton.check_schedule("gan", spec.batch_size, spec.steps)
+    return spec
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One restorer of the comparison: its name (also its checkpoint's) and what it changes."""
+  name: str
+  cbam: bool
+  adversarial: bool
+  l1_weight: float
+
+  @classmethod
+  def parse(cls, name: str, l1_weight: float) -> "Variant":
+    """'cbam' | 'nocbam', then optionally 'l1only' and 'lambda<λ>', joined by '_' (restore/config.py)."""
+    tokens = name.split("_")
+    bad = (f"variant {name!r}: expected 'cbam' or 'nocbam', then optionally '_l1only' and '_lambda<λ>' (e.g. "
+           "'cbam_lambda100')")
+    require(tokens[0] in ("cbam", "nocbam"), bad)
+    adversarial, lam, given = True, l1_weight, False
+    for t in tokens[1:]:
+      if t == "l1only" and adversarial:
+        adversarial = False
+      elif (m := _LAMBDA.match(t)) and not given:
+        lam, given = float(m.group(1)), True
+      else:
+        raise VQDefenseError(bad)
+    require(math.isfinite(lam) and lam >= 0 and (adversarial or lam > 0),
+            f"variant {name!r}: λ must be finite and >= 0 (> 0 with l1only), got {lam}")
+    return cls(name, tokens[0] == "cbam", adversarial, lam)

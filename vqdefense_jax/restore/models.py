@@ -36,6 +36,7 @@ gives PyTorch's ConvTranspose2d(3, stride 2, padding 1, output_padding 1) geomet
 family of functions).
 """
 
+import dataclasses
 import functools
 
 import flax.linen as nn
@@ -43,6 +44,7 @@ import jax
 import jax.numpy as jnp
 
 from vqdefense_jax.core import layers
+from vqdefense_jax.core.config import require
 from vqdefense_jax.core.errors import VQDefenseError
 
 SLOPE = 0.2                   # D's LeakyReLU slope (CycleGAN)
@@ -203,3 +205,22 @@ def init_params(generator: Generator, discriminator: PatchDiscriminator, shape: 
   kg, kd = jax.random.split(key)
   x = jnp.zeros((1,) + shape, jnp.float32)
   return generator.init(kg, x)["params"], discriminator.init(kd, x)["params"]
+
+
+@dataclasses.dataclass(frozen=True)
+class NetSpec:
+  """The `generator` and `discriminator` sections, with D's depth resolved for the image size."""
+  width: int
+  blocks: int
+  d_width: int
+  d_layers: int
+
+  @classmethod
+  def from_config(cls, g, d, image_size: int) -> "NetSpec":
+    require(1 <= g.width <= 1024 and 0 <= g.blocks <= 64, f"generator.width (1..1024) and generator.blocks (0..64) "
+            f"out of range: {g.width}, {g.blocks}")
+    require(1 <= d.width <= 1024 and 0 <= d.layers <= 8, f"discriminator.width (1..1024) and discriminator.layers "
+            f"(0..8; 0: by image size) out of range: {d.width}, {d.layers}")
+    spec = cls(g.width, g.blocks, d.width, d.layers or patch_layers(image_size))
+    check_shapes((image_size, image_size, 1), spec.blocks, spec.d_layers)
+    return spec

@@ -7,12 +7,14 @@ grey-box FGSM against the purification experiment's classifier at an ε drawn pe
 `restorer.epsilons` (image i's ε from (seed, i); Defense-VAE's pairs, as `vqvae.training = 'adversarial'`
 draws them). The pairs are fixed data, so a resumed run continues bit-identically.
 
-In the grid (purify/grid.py) the restorer is a `ModulePurifier`: grey-box attacks are the classifier's, as for
-every purifier; the white-box attacks differentiate through G (`ste_*`: its true gradient; G has no
-quantiser) or take it as the identity backward (`bpda_*`).
+In the grid (purify/grid.py) the restorer is a `ModulePurifier` (core/defence.py's `Defence`) paired with its
+own params, G's: grey-box attacks are the classifier's, as for every purifier; the white-box attacks
+differentiate through G (`ste_*`: its true gradient; G has no quantiser) or take it as the identity backward
+(`bpda_*`).
 
-Importing this module registers the restorer as a network purifier (core/defence.py): a purification config
-that lists 'restorer' in eval.purifiers imports it first, and gains the `restorer` section.
+Importing this module registers the restorer as a network purifier (core/defence.py's registry, under the
+restoration system): a purification config that lists 'restorer' in eval.purifiers imports it first, and gains
+the `restorer` section.
 """
 
 import dataclasses
@@ -113,6 +115,6 @@ def adversarial_pairs(cls_params, cls_model: classifier.Classifier, images: np.n
                           batch=batch)
 
 
-RESTORER = defence.register(defence.NetworkPurifier(
+RESTORER = defence.register("restore", defence.NetworkPurifier(
     name=NAME, section=config_section, spec=RestorerSpec.from_config, pairs=adversarial_pairs,
     module=lambda spec: spec.step.nets().generator, params=lambda state: state.params.generator))
