@@ -9,11 +9,11 @@ instead of 10,000, detectors of widths (8, 16, 32) trained 600 steps of batch 64
 ALAE (or FGSM) images; the purification models of configs/purify/quick.py with one codebook size (128); the
 gated grid under grey-box FGSM and white-box straight-through FGSM and 10-step PGD at 8 ε.
 
-Measured (RESULTS.md, section 4; 2-core CPU, 2026-11-25): train 10 min 31 s (+29 s for the gate's detector),
-evaluate 8 min 35 s. AP 1.000 on ALAE samples, reconstructions, FGSM and PGD for every detector, 0.76–0.88
-on DCGAN samples (every DCGAN fake called real); with blur σ = 2, AP on ALAE samples 0.605 without
-augmentation and 0.987 with p = 0.5; detect, then purify keeps the classifier's clean accuracy (0.976) at
-ε = 0 and equals the purifier from ε = 0.04 on.
+Measured (RESULTS.md, section 4; 2-core CPU; 2026-11-25: train 10 min 31 s, evaluate 8 min 35 s on an idle
+machine; numbers regenerated 2026-12-08 with scripts/check_quoted_numbers.py): AP 1.000 on ALAE samples,
+reconstructions, FGSM and PGD for every detector, 0.78–0.88 on DCGAN samples (every DCGAN fake called real);
+with blur σ = 2, AP on ALAE samples 0.605 without augmentation and 0.998 with p = 0.5; detect, then purify
+keeps the classifier's clean accuracy (0.973) at ε = 0 and equals the purifier from ε = 0.04 on.
 """
 
 from configs.purify import quick as purify_quick
