@@ -5,6 +5,7 @@ import dataclasses
 import os
 import shutil
 
+import matplotlib
 import numpy as np
 import pytest
 
@@ -331,3 +332,121 @@ def test_convergence_and_worst_case_rows_round_trip_and_render(tmp_path):
   assert os.path.exists(os.path.join(tmp_path, "fig_convergence.png"))
   attack_rows = read_csv(os.path.join(tmp_path, "table_attacks.csv"))
   assert {r[0] for r in attack_rows[1:]} == set(attacks) and any(r[1] == "worst case" for r in attack_rows[1:])
+
+
+# --- figures as a reader sees them ---------------------------------------------------------------------------
+
+@pytest.fixture
+def drawn(monkeypatch):
+  """{file name: axes} of every figure `draw.finish` saves (the axes stay readable after the figure is closed)."""
+  figures = {}
+  finish = draw.finish
+
+  def keep(fig, axes, title, path, *args, **kwargs):
+    figures[os.path.basename(path)] = list(axes)
+    finish(fig, axes, title, path, *args, **kwargs)
+
+  monkeypatch.setattr(draw, "finish", keep)
+  # Not under test here, and the slowest to draw: heatmaps and image grids are left out.
+  monkeypatch.setattr(draw, "heatmap", lambda *args, **kwargs: None)
+  monkeypatch.setattr(draw, "image_grid", lambda *args, **kwargs: None)
+  return figures
+
+
+def gated_results(attacks=("fgsm", "worst_case")) -> GridResult:
+  """Singles and their detect, then purify rows, no pipelines (the detection run's grid)."""
+  rng = np.random.default_rng(2)
+  purifiers = ("no_split", "split", "detect_no_split", "detect_split")
+  a = len(attacks)
+  base = make_results("same", attacks=["fgsm"], training=["clean"], split_ks=())
+  return dataclasses.replace(base, attack=tuple(attacks), purifier=purifiers,
+                             accuracy=rng.uniform(0, 1, (a, 1, 4, len(SIZES), len(EPS))),
+                             undefended=rng.uniform(0, 1, (a, len(EPS))), num_test_images=1000,
+                             threat_model=dict(THREATS, worst_case="per image, the worst case over fgsm"))
+
+
+def render_only(results: GridResult, tmp_path) -> list[str]:
+  """The names of the files rendering `results` writes."""
+  names = []
+
+  def target(name):
+    names.append(name)
+    return str(tmp_path / name)
+
+  report._render(results, target)
+  return sorted(names)
+
+
+def test_fig4_is_drawn_only_when_the_grid_has_pipelines(tmp_path, drawn):
+  names = render_only(gated_results(attacks=("fgsm",)), tmp_path)
+  assert "fig3_accuracy_vs_eps.png" in names and not any(n.startswith("fig4") for n in names)
+  # Fig. 3 carries the detect, then purify curves instead (the only figure they would otherwise miss).
+  labels = [line.get_label() for line in drawn["fig3_accuracy_vs_eps.png"][0].lines]
+  assert any(lab.startswith(report.label("detect_split") + " K=") for lab in labels)
+  assert not report.has_pipelines(gated_results()) and report.has_pipelines(make_results("same"))
+  assert report.has_pipelines(make_results("best"))        # paired pipelines only
+
+
+def test_gated_curves_are_dashed_and_every_curve_takes_the_one_colour_mapping(tmp_path, drawn):
+  render_only(gated_results(), tmp_path)
+  colours = {}
+  for name in ("fig_attacks.png", "fig3_accuracy_vs_eps.png"):
+    for ax in drawn[name]:
+      for line in ax.lines:
+        if line.get_label().startswith("_"):
+          continue
+        p = max((p for p in ("none",) + gated_results().purifier
+                 if line.get_label().startswith(report.label(p))), key=lambda p: len(report.label(p)))
+        assert matplotlib.colors.same_color(line.get_color(), draw.colour(p)), (name, p)
+        assert (line.get_linestyle() == "--") == p.startswith("detect_"), (name, p)
+        assert (line.get_marker() == "s") == p.startswith("detect_")
+        colours.setdefault(p, set()).add(matplotlib.colors.to_hex(line.get_color()))
+  assert all(len(c) == 1 for c in colours.values()) and len(colours) == 5   # one colour per series across figures
+  assert draw.colour("detect_split") == draw.colour("split") != draw.colour("no_split")
+
+
+def test_panel_titles_do_not_repeat_the_attack(tmp_path, drawn):
+  assert draw.panel_title("worst_case", "worst case") == "worst case"
+  assert draw.panel_title("fgsm", "grey-box") == "fgsm (grey-box)"
+  render_only(gated_results(), tmp_path)
+  titles = [ax.get_title() for ax in drawn["fig_attacks.png"]]
+  assert titles == ["fgsm (grey-box)", "worst case"]
+  for title in titles:
+    words = title.replace("_", " ").replace("(", " ").replace(")", " ").split()
+    assert len(words) == len(set(words)), title
+
+
+def test_accuracy_curves_carry_their_standard_error(tmp_path, drawn):
+  results = gated_results(attacks=("fgsm",))
+  render_only(results, tmp_path)
+  (ax,) = drawn["fig3_accuracy_vs_eps.png"]
+  bands = ax.collections
+  assert len(bands) == len([line for line in ax.lines if not line.get_label().startswith("_")])
+  top = bands[0].get_paths()[0].vertices[:, 1].max()
+  acc = results.undefended[0]
+  assert top == pytest.approx((acc + np.sqrt(acc * (1 - acc) / 1000)).max(), abs=1e-9)
+
+
+def test_reconstructions_mark_an_epsilon_outside_the_grid(tmp_path, monkeypatch, drawn):
+  shown = {}
+  monkeypatch.setattr(draw, "image_grid", lambda images, rows, blocks, title, path, **kw: shown.update(
+      blocks=blocks, title=title))
+  results = make_results("same", attacks=["fgsm"], training=["clean"], split_ks=())
+  report._render(results, lambda name: str(tmp_path / name))
+  assert shown["blocks"] == ["ε=0.1", "ε=0.3"] and "*" not in shown["title"]          # both in EPS
+  results = dataclasses.replace(results, figure=dataclasses.replace(results.figure, epsilons=(0.1, 0.25)))
+  report._render(results, lambda name: str(tmp_path / name))
+  assert shown["blocks"] == ["ε=0.1", "ε=0.25*"] and "0.25) is not one of the grid's ε" in shown["title"]
+
+
+def test_the_quick_demo_figure_shows_epsilons_of_its_grid():
+  from configs.purify import quick
+  c = quick.get_config()
+  assert all(report.in_grid(e, c.attack.epsilons) for e in c.eval.figure_epsilons)
+
+
+def test_one_colour_per_name_and_a_stable_one_for_new_names():
+  assert draw.colour("none") == "black" and draw.colour("p0.1", "detector") != draw.colour("none", "detector")
+  assert draw.colour("brand_new") == draw.colour("brand_new") in draw.SPARE_COLOURS
+  assert len(set(draw.COLOURS[k] for k in draw.COLOURS if ":" not in k)) == len([k for k in draw.COLOURS
+                                                                                 if ":" not in k])

@@ -43,14 +43,24 @@ def render(result: DetectionResult, target) -> None:
   draw.table(target, "table_robustness", f"AP on {result['robustness_source']} when every test image is blurred "
              "or JPEG-compressed", info, ["variant"], [[v] for v in variants], rob, rob_cols)
   fig, (ax,) = draw.panels(1)
-  fig.set_size_inches(max(4.5, 0.6 * len(sources)), 4.8)
+  fig.set_size_inches(max(4.5, 0.6 * len(sources)) + 1.5, 4.8)  # + the legend beside the axes
   width = 0.8 / len(variants)
+  # Hook for spread: a result holding AP spread over seeds or bootstrap resamples (`ap_spread`, nested as `ap`)
+  # gets error bars; detection.json holds one detector per variant today, so there is none to draw.
+  spread = result.get("ap_spread")
   for i, v in enumerate(variants):
-    ax.bar(np.arange(len(sources)) + i * width, [result["ap"][v][s] for s in sources], width, label=v)
+    draw.bars(ax, np.arange(len(sources)) + i * width, [result["ap"][v][s] for s in sources], width,
+              f"detector {v}", draw.colour(v, "detector"),
+              err=None if spread is None else [spread[v][s] for s in sources], values=False)
+  # A detector that guesses scores an AP of the fakes' share of the test set (0.5 when balanced, as in Wang et al.).
+  level = result["num_fakes"] / (result["num_fakes"] + result["num_real"])
+  draw.chance(ax, level, f"chance (AP {level:.2g})")
   ax.set_xticks(np.arange(len(sources)) + 0.4 - width / 2, sources, rotation=45, ha="right")
-  ax.set_ylim(0, 1.25)  # room for the legend above the bars
+  ax.set_ylim(0, 1.05)
   ax.set_yticks(np.linspace(0, 1, 6))
-  draw.finish(fig, [ax], "detector AP per source of fakes", target("fig_detection_ap.png"), "source", "AP")
+  draw.finish(fig, [ax], f"detector AP per source of fakes ({result['num_real']} real test images against "
+              f"{result['num_fakes']} fakes per source)", target("fig_detection_ap.png"), "source",
+              "average precision", legend="outside")
   k = min(len(figures["reals"]), *(len(figures[f"fakes/{s}"]) for s in sources))
   grid = np.stack([figures["reals"][:k]] + [figures[f"fakes/{s}"][:k] for s in sources])[None]
   draw.image_grid(grid, ["real"] + list(sources), [""], "real test images and the fakes of every source",

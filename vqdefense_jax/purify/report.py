@@ -7,6 +7,9 @@ for the first attack's slices. With more than one slice, `table_attacks` and `fi
 curves side by side; with `split_k` results, `table_split_k` and `fig_split_k` show the Split purifier per tile
 count k. With the restorer (restore/purifier.py) in the grid, `table_restorer` holds its row per attack, and
 its curve joins the clean-trained slices' figures and tables (one model: no codebook size, no training mode).
+Fig. 4 (the pipelines) is drawn only when the grid has pipelines. Every curve has one colour in every figure
+(core/report.py `colour`); detect, then purify curves are dashed with open squares, so they do not hide the
+purifier's own curve where the two agree. Accuracy curves carry a ±1 standard error band over the test images.
 With AutoAttack in the grid, `table_autoattack` says what each member did to each defence; whenever an attack
 sees the purifier, `table_masking` holds the gradient-masking checks (purify/masking.py).
 """
@@ -50,6 +53,8 @@ def table_of(p: str) -> tuple[str, str]:
 TRAINING = {"clean": "clean-trained VQ-VAEs",
             "adversarial": "adversarially trained VQ-VAEs (Defense-VAE style: FGSM inputs → clean targets)"}
 FIG4_SMALL_EPS = 0.08  # the ε range of the paper's Fig. 4(a)
+PIPELINES = ("vae_to_split", "split_to_vae")  # the purifiers Fig. 4 is about (gated or not)
+SPREAD_NOTE = "bands: ±1 standard error over the test images"
 EPS_NOTE = "ε in pixel units (the paper labels them ×10)"
 COUNTING = {"final": "accuracy = images whose final prediction is right / all images",
             "clean_and_final": "accuracy = images the classifier gets right both clean and after attack and "
@@ -97,9 +102,20 @@ def _finish(fig, axes, title: str, path: str) -> None:
   draw.finish(fig, axes, title, path, xlabel="ε (pixel units)", ylabel="test accuracy")
 
 
-def _plot(ax, eps, acc_E, label, keep=slice(None)) -> None:
-  style = dict(color="black", ls="--") if label.startswith("Original") else {}
-  draw.curve(ax, eps, acc_E, label, keep, **style)
+def _base(p: str) -> str:
+  """The purifier a gated purifier ('detect_<p>') gates."""
+  return p[len(GATED_PREFIX):] if p.startswith(GATED_PREFIX) else p
+
+
+def _stderr(acc_E, n: int) -> np.ndarray:
+  """The standard error of an accuracy over n test images (each right or wrong: a binomial share), the spread
+  the grid holds for every curve."""
+  acc_E = np.clip(np.asarray(acc_E, float), 0, 1)
+  return np.sqrt(acc_E * (1 - acc_E) / max(n, 1))
+
+
+def _plot(ax, eps, acc_E, key: tuple, label: str, n: int, keep=slice(None), mode: str = "clean") -> None:
+  draw.curve(ax, eps, acc_E, label, keep, err=_stderr(acc_E, n), **_style(key, mode))
 
 
 def _render(r: GridResult, target) -> None:
@@ -121,9 +137,18 @@ def _render(r: GridResult, target) -> None:
     _render_masking(r, found, target)
   if r.figure is not None:
     f = r.figure
-    draw.image_grid(f.images, list(f.rows), [f"ε={e:g}" for e in f.epsilons],
+    outside = [e for e in f.epsilons if not in_grid(e, r.epsilon)]
+    note = (f"; ε marked * ({', '.join(f'{e:g}' for e in outside)}) "
+            + ("is not one of the grid's ε values: no table holds its" if len(outside) == 1 else
+               "are not among the grid's ε values: no table holds their") + " accuracy" if outside else "")
+    draw.image_grid(f.images, list(f.rows), [f"ε={e:g}" + ("*" if e in outside else "") for e in f.epsilons],
                     f"grey-box FGSM and purified reconstructions (codebook size {f.no_split_size} (No-Split) and "
-                    f"{f.split_size} (4-Split); display clipped to [0, 1])", target("reconstructions.png"))
+                    f"{f.split_size} (4-Split); display clipped to [0, 1]){note}", target("reconstructions.png"))
+
+
+def in_grid(e: float, epsilons) -> bool:
+  """Whether figure ε `e` is one of the grid's ε values (to float rounding)."""
+  return any(abs(e - g) < 1e-6 for g in epsilons)
 
 
 def _render_attacks(r: GridResult, target, slices) -> None:
@@ -139,14 +164,14 @@ def _render_attacks(r: GridResult, target, slices) -> None:
              [row[-1] for row in rows], _eps_columns(r))
   fig, axes = draw.panels(len(r.attack))
   for (i, j, atk, mode), cs in curves:
-    for c, (key, acc_E) in enumerate(cs):
+    for key, acc_E in cs:
       if key[0] != "none" or j == 0:  # the undefended curve does not depend on the training mode
-        axes[i].plot(eps, acc_E, marker="o", ms=3, label=_label(key, r) if j == 0 else "_nolegend_",
-                     **_style(key, c, mode))
-    axes[i].set_title(f"{atk} ({_box(atk)})", fontsize=9)
-  training = (f"solid: {TRAINING['clean']}, dashed: {TRAINING['adversarial']}" if len(r.training) > 1
+        _plot(axes[i], eps, acc_E, key, _label(key, r) if j == 0 else "_nolegend_", n, mode=mode)
+    axes[i].set_title(draw.panel_title(atk, _box(atk)), fontsize=9)
+  training = (f"solid: {TRAINING['clean']}, dotted: {TRAINING['adversarial']}" if len(r.training) > 1
               else TRAINING.get(r.training[0], r.training[0]))
-  _finish(fig, axes, f"accuracy by attack ({n} test images); {training}", target("fig_attacks.png"))
+  _finish(fig, axes, f"accuracy by attack ({n} test images; {SPREAD_NOTE}); {training}{_gated_note(r)}",
+          target("fig_attacks.png"))
 
 
 def _render_convergence(r: GridResult, target) -> None:
@@ -171,14 +196,14 @@ def _render_convergence(r: GridResult, target) -> None:
              ["attack", "threat_model", "purifier", "codebook_size", "steps"], labels, rows, _eps_columns(r))
   fig, axes = draw.panels(len(c.attack))
   for a, (ax, atk) in enumerate(zip(axes, c.attack)):
-    ax.plot(c.steps, c.undefended[:, a, -1], marker="o", ms=3, color="black", ls="--", label=label("none"))
+    _plot(ax, c.steps, c.undefended[:, a, -1], ("none",), label("none"), n)
     for p, name in enumerate(r.purifier):
-      ax.plot(c.steps, c.accuracy[:, a, 0, p, m_of[p], -1], marker="o", ms=3,
-              label=f"{label(name)} K={sizes[m_of[p]]}")
+      _plot(ax, c.steps, c.accuracy[:, a, 0, p, m_of[p], -1], (name, sizes[m_of[p]]),
+            f"{label(name)} K={sizes[m_of[p]]}", n)
     ax.set_xscale("log")
-    ax.set_title(f"{atk} ({_box(atk)})", fontsize=9)
-  draw.finish(fig, axes, f"accuracy at ε = {eps[-1]:g} against attack steps ({n} test images)",
-              target("fig_convergence.png"), xlabel="attack steps", ylabel="test accuracy")
+    ax.set_title(draw.panel_title(atk, _box(atk)), fontsize=9)
+  draw.finish(fig, axes, f"accuracy at ε = {eps[-1]:g} against attack steps ({n} test images; {SPREAD_NOTE})"
+              + _gated_note(r), target("fig_convergence.png"), xlabel="attack steps", ylabel="test accuracy")
 
 
 MEMBER = {"apgd_ce": "APGD-CE", "apgd_t": "APGD-T", "fab_t": "FAB-T", "square": "Square"}
@@ -262,11 +287,12 @@ def _render_split_k(r: GridResult, target) -> None:
   m = sizes.index(size) if size in sizes else 0
   fig, axes = draw.panels(len(r.attack))
   for ax, atk, undefended_E, acc_KxMxE in zip(axes, r.attack, r.undefended, acc_AxKxMxE):
-    _plot(ax, eps, undefended_E, _label(("none",), r))
+    _plot(ax, eps, undefended_E, ("none",), _label(("none",), r), n)
     for k, acc_MxE in zip(r.split_k.k, acc_KxMxE):
-      _plot(ax, eps, acc_MxE[m], f"k={k}")
-    ax.set_title(f"{atk} ({_box(atk)})", fontsize=9)
-  _finish(fig, axes, f"{title}, codebook size {sizes[m]} ({n} test images)", target("fig_split_k.png"))
+      _plot(ax, eps, acc_MxE[m], (f"split_k={k}", sizes[m]), f"k={k}", n)
+    ax.set_title(draw.panel_title(atk, _box(atk)), fontsize=9)
+  _finish(fig, axes, f"{title}, codebook size {sizes[m]} ({n} test images; {SPREAD_NOTE})",
+          target("fig_split_k.png"))
 
 
 def _render_slice(r: GridResult, target, i: int, j: int, figures: bool) -> None:
@@ -293,24 +319,35 @@ def _render_slice(r: GridResult, target, i: int, j: int, figures: bool) -> None:
   if not figures:
     return
   curves = _curves(r, i, j)
-  title = f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)} ({n} test images)"
+  title = f"{r.threat_model[atk]}; {TRAINING.get(mode, mode)} ({n} test images; {SPREAD_NOTE}){_gated_note(r)}"
   fig, ax = plt.subplots(figsize=(6, 4.2))
-  for key, acc_E in [c for c in curves if c[0][0] in ("none", "no_split", "split", "restorer")]:
-    _plot(ax, eps, acc_E, _label(key, r))
+  for key, acc_E in [c for c in curves if _base(c[0][0]) in ("none", "no_split", "split", "restorer")]:
+    _plot(ax, eps, acc_E, key, _label(key, r), n)
   _finish(fig, [ax], "accuracy vs ε (analogue of the paper's Fig. 3)\n" + title,
           target(f"fig3_accuracy_vs_eps{sfx}.png"))
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-  small = eps <= FIG4_SMALL_EPS + 1e-9
-  for ax, keep, name in ((axes[0], small, f"(a) ε ≤ {FIG4_SMALL_EPS:g}"), (axes[1], slice(None), "(b) all ε")):
-    for key, acc_E in curves:
-      _plot(ax, eps, acc_E, _label(key, r), keep)
-    ax.set_title(name, fontsize=9)
-  _finish(fig, axes, "purifiers and pipelines vs ε (analogue of the paper's Fig. 4)\n" + title,
-          target(f"fig4_pipelines{sfx}.png"))
+  if has_pipelines(r):  # without pipelines Fig. 4 would only repeat Fig. 3
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    small = eps <= FIG4_SMALL_EPS + 1e-9
+    for ax, keep, name in ((axes[0], small, f"(a) ε ≤ {FIG4_SMALL_EPS:g}"), (axes[1], slice(None), "(b) all ε")):
+      for key, acc_E in curves:
+        _plot(ax, eps, acc_E, key, _label(key, r), n, keep)
+      ax.set_title(name, fontsize=9)
+    _finish(fig, axes, "purifiers and pipelines vs ε (analogue of the paper's Fig. 4)\n" + title,
+            target(f"fig4_pipelines{sfx}.png"))
   for p, acc_MxE in zip(r.purifier, acc_PxMxE):
     draw.heatmap(acc_MxE, [str(s) for s in sizes], _eps_columns(r), f"{label(p)} ({p}) accuracy\n{title}",
                  target(f"heatmap_{p}{sfx}.png"), xlabel="ε (pixel units)", ylabel="codebook size",
                  colorbar="test accuracy")
+
+
+def has_pipelines(r: GridResult) -> bool:
+  """Whether the grid has a pipeline (vae_to_split, split_to_vae; gated or paired included): Fig. 4's subject."""
+  return any(_base(p) in PIPELINES for p in r.purifier) or r.paired is not None
+
+
+def _gated_note(r: GridResult) -> str:
+  gated = any(p.startswith(GATED_PREFIX) for p in r.purifier)
+  return "; dashed, open squares: detect, then purify" if gated else ""
 
 
 def _curves(r: GridResult, i: int, j: int) -> list[tuple[tuple, np.ndarray]]:
@@ -356,9 +393,19 @@ def _label(key: tuple, r: GridResult) -> str:
   return f"{label(key[0])} K={key[1]}"
 
 
-def _style(key: tuple, c: int, mode: str) -> dict:
-  """Line style in fig_attacks: undefended black dashed; curve c in colour Cc, dashed when adversarially trained."""
-  return dict(color="black", ls="--") if key[0] == "none" else dict(color=f"C{c}", ls="-" if mode == "clean" else "--")
+def _style(key: tuple, mode: str = "clean") -> dict:
+  """A curve's colour (core/report.py's, the same in every figure), line style and marker.
+
+  Undefended: black with crosses. Detect, then purify: its purifier's colour, dashed, with larger open squares,
+  so where the gate passes every attacked image and the two curves agree, the purifier's own curve (solid, small
+  filled circles) still shows through. Adversarially trained VQ-VAEs: dotted (dash-dot when gated).
+  """
+  if key[0] == "none":
+    return dict(color=draw.colour("none"), ls="-", marker="x", ms=4)
+  gated, clean = key[0].startswith(GATED_PREFIX), mode == "clean"
+  ls = ("--" if clean else "-.") if gated else ("-" if clean else ":")
+  marks = dict(marker="s", ms=6, mfc="none", mew=1.0) if gated else dict(marker="o", ms=3)
+  return dict(color=draw.colour(key[0]), ls=ls, **marks)
 
 
 def format_grid(r: GridResult) -> str:

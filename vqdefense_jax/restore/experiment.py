@@ -224,8 +224,9 @@ def evaluate(exp: Experiment, workdir: str, train_missing: bool = True, retrain:
      result["gradcam_defined"][v.name]) = _concentration_summary(cams["concentration"])
     result["realness"][v.name] = float(np.mean(cams["score"]))
     maps[v.name] = cams["maps"][:k]
-  figures = dict(clean=clean[:k], mosaic=x_mosaic[:k], **{f"restored/{v}": r[:k] for v, r in restored.items()},
-                 **{f"maps/{v}": m for v, m in maps.items()})
+  # `box`: the figures draw each image's mosaic box, so a reader can judge Grad-CAM's concentration on it by eye.
+  figures = dict(clean=clean[:k], mosaic=x_mosaic[:k], box=np.asarray(mask[:k]),
+                 **{f"restored/{v}": r[:k] for v, r in restored.items()}, **{f"maps/{v}": m for v, m in maps.items()})
   result["accuracy"] = None
   if exp.classifier is not None:
     cls_params, model = params["classifier"], exp.classifier_model

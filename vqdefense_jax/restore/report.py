@@ -8,6 +8,10 @@ from vqdefense_jax.core import results as saved
 from vqdefense_jax.restore.results import RestorationResult
 
 
+CAM_BAR = ("jet", "Grad-CAM (each map / its maximum)")  # the colour bar of every figure with Grad-CAM maps
+UNITS = {"psnr": "PSNR (dB)", "ssim": "SSIM"}
+
+
 def _jet(map_NxHxW: np.ndarray) -> np.ndarray:
   """Each map scaled by its own maximum and coloured (jet, as Grad-CAM figures are): (N, H, W, 3)."""
   peak = map_NxHxW.max(axis=(1, 2), keepdims=True)
@@ -69,30 +73,46 @@ def render(result: RestorationResult, target) -> None:
     mean_map = figures[f"maps/{v}"].mean(axis=1)
     blocks.append(np.stack([_rgb(figures["mosaic"]), _rgb(np.clip(figures[f"restored/{v}"], 0, 1)), _jet(mean_map),
                             overlay(figures["mosaic"], mean_map)]))
+  # The box (restoration.npz from before it was saved has none: the figures then go without the outline).
+  box = figures.get("box")
+  box_note = "; dashed white: the mosaic box" if box is not None else ""
   draw.image_grid(np.stack(blocks), ["input", "G(x)", "Grad-CAM", "overlay"], names,
                   "Grad-CAM of the CBAM layers (mean of the layers' maps), scoring D(G(x)): where each restorer "
-                  "attends (the document's Fig. 2)", target("fig_gradcam.png"))
+                  f"attends (the document's Fig. 2){box_note}", target("fig_gradcam.png"), boxes_NxHxW=box,
+                  colorbar=CAM_BAR)
   first = figures[f"maps/{names[0]}"]
   draw.image_grid(np.stack([overlay(figures["mosaic"], first[:, j]) for j in range(first.shape[1])])[None],
-                  layers, [names[0]], f"Grad-CAM of each CBAM layer of {names[0]} on the mosaicked input",
-                  target("fig_gradcam_layers.png"))
+                  layers, [names[0]], f"Grad-CAM of each CBAM layer of {names[0]} on the mosaicked input{box_note}",
+                  target("fig_gradcam_layers.png"), boxes_NxHxW=box, colorbar=CAM_BAR)
   views = {k.split("/")[1]: (figures[k], figures[k[:-len("/x")] + "/cam"])
            for k in figures if k.startswith("classifier/") and k.endswith("/x")}
   if views:
+    cg = r["classifier_gradcam"]
+    shown = {"adversarial": f"FGSM ε={cg['epsilon']:g}", "purified": f"purified by\n{cg['purified_by']}"}
     rows = [img for x, cam in views.values() for img in (_rgb(np.clip(x, 0, 1)), overlay(x, cam))]
-    row_names = [label for name in views for label in (name, f"{name}\nGrad-CAM")]
-    draw.image_grid(np.stack(rows)[None], row_names, [""], "the classifier's Grad-CAM (last convolution, true "
-                    "class) on clean, FGSM-attacked and restorer-purified images",
-                    target("fig_gradcam_classifier.png"))
+    row_names = [label for name in views for label in (shown.get(name, name), f"{shown.get(name, name)}\nGrad-CAM")]
+    draw.image_grid(np.stack(rows)[None], row_names, [""], f"the classifier's Grad-CAM ({cg['layer']}, "
+                    f"{cg['target']}) on clean, grey-box FGSM (ε = {cg['epsilon']:g}) and purified images (the "
+                    f"attacked images restored by {cg['purified_by']}, a restorer trained on mosaic pairs)",
+                    target("fig_gradcam_classifier.png"), colorbar=CAM_BAR)
   fig, axes = draw.panels(2)
+  series = ["mosaic"] + names
   for ax, metric in zip(axes, ("psnr", "ssim")):
-    bars = [val(r[metric][names[0]]["mosaic"]["box"])] + [val(r[metric][v]["restored"]["box"])
-                                                                for v in names]
-    ax.bar([0], bars[:1], color="grey", label="mosaicked input")
-    ax.bar(np.arange(1, len(bars)), bars[1:], color="C0", label="restored")
-    ax.set_xticks(np.arange(len(bars)), ["mosaic"] + names, rotation=45, ha="right")
-    ax.set_title(f"{metric.upper()} over the box", fontsize=9)
-  draw.finish(fig, axes, "restoration quality over the mosaic box", target("fig_quality.png"), "", "")
+    heights = [val(r[metric][names[0]]["mosaic"]["box"])] + [val(r[metric][v]["restored"]["box"]) for v in names]
+    # Hook for spread: a result holding per-image or per-seed spread (`<metric>_spread`, same nesting as the
+    # metric) gets error bars; restoration.json holds none today (PSNR is pooled over the test images' pixels).
+    spread = r.get(f"{metric}_spread")
+    err = None if spread is None else [spread[names[0]]["mosaic"]["box"]] + [spread[v]["restored"]["box"]
+                                                                             for v in names]
+    for b, (name, h) in enumerate(zip(series, heights)):
+      draw.bars(ax, [b], [h], 0.8, name, draw.colour(name, "restorer"), err=None if err is None else [err[b]],
+                fmt="{:.2f}" if metric == "psnr" else "{:.3f}")
+    ax.set_xticks(np.arange(len(series)), ["mosaicked input"] + [f"restored\n{v}" for v in names], rotation=45,
+                  ha="right", fontsize=8)
+    ax.set_ylim(0, np.nanmax(heights + [1e-9]) * 1.15)  # room for the value labels above the bars
+    ax.set_title(f"{UNITS[metric].split(' ')[0]} over the box (higher: closer to the clean image)", fontsize=9)
+  draw.finish(fig, axes, f"restoration quality over the mosaic box ({r['num_images']} test images, against the "
+              "clean image)", target("fig_quality.png"), "", [UNITS["psnr"], UNITS["ssim"]], legend=None)
 
 
 def format_result(result: RestorationResult) -> str:

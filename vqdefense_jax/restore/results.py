@@ -14,7 +14,7 @@ from vqdefense_jax.core.results import SavedResult
 class RestorationResult(SavedResult):
   """Every number of a restoration evaluation (restore/experiment.py's docstring says what each holds), and
   `figures`: the images the figures draw ({'clean', 'mosaic', 'restored/<variant>', 'maps/<variant>',
-  'classifier/<view>/x', 'classifier/<view>/cam'} -> array)."""
+  'classifier/<view>/x', 'classifier/<view>/cam', 'box': the mosaic box masks} -> array)."""
   JSON, NPZ, OPTIONAL = "restoration.json", "restoration.npz", ("classifier_gradcam",)  # (no classifier: absent)
   variants: list[str]
   num_images: int
