@@ -113,7 +113,6 @@ def write_tiny_config_file(path, data_dir: str, name: str = "tiny") -> str:
   return str(path)
 
 
-
 def tiny_detect(data_dir: str):
   c = detect_config.base_config()
   c.data.cache_dir = str(data_dir)

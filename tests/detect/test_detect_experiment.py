@@ -20,8 +20,6 @@ from vqdefense_jax.detect import experiment
 from vqdefense_jax.detect.results import DetectionResult
 
 
-
-
 def test_the_configs_build():
   for name in ("quick", "paper"):
     c = config_lib.load(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "detect", f"{name}.py"))
@@ -105,7 +103,6 @@ def test_the_gate_detector_trains_on_fgsm_examples_within_their_epsilon(data_dir
   np.testing.assert_array_equal(x, x2)
 
 
-
 @pytest.mark.slow
 @pytest.mark.parametrize("override,message", [
     ("--config.alae.batch_size=1000", "larger than the 240 training examples: lower alae.batch_size"),
@@ -139,8 +136,6 @@ def test_a_gate_detector_must_exist_and_faces_cannot_use_the_classifier(data_dir
   c.gate.detector = "none"
   c.gate.grid = False
   assert experiment.Experiment.from_config(c).purify is None  # nothing needs the classifier: none is trained
-
-
 
 
 @pytest.mark.slow

@@ -21,8 +21,6 @@ GRID_FILES = ("grid.json", "grid.npz", "table2_no_split.csv", "table2_no_split.m
               "reconstructions.png")
 
 
-
-
 def _one_line_error(capsys):
   err = [line for line in capsys.readouterr().err.strip().splitlines() if "%|" not in line]  # but progress bars
   assert len(err) == 1 and err[0].startswith("error: "), err

@@ -22,8 +22,6 @@ from vqdefense_jax.restore.results import RestorationResult
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "..", "configs", "restore")
 
 
-
-
 def test_the_configs_build():
   for name, variants in (("quick", ("cbam", "nocbam", "cbam_l1only", "cbam_lambda100")),
                          ("paper", ("cbam", "nocbam", "cbam_l1only", "cbam_lambda100")),
