@@ -108,6 +108,19 @@ class Run:
     return (self.name,) if self.sweep is None else self.sweep.names
 
 
+def schedule_record(s: training.Schedule) -> dict[str, Any]:
+  """What a schedule's steps do, for a record. `epochs`/`steps` are left out: they say where training ends, so a
+  longer schedule resumes from a finished checkpoint (bit-identically with training that long at once)."""
+  return dict(optimizer=s.optimizer, learning_rate=s.learning_rate, lr_decay_per_epoch=s.lr_decay_per_epoch,
+              batch_size=s.batch_size)
+
+
+def classifier_section(schedule: training.Schedule, model: classifier.Classifier) -> dict[str, Any]:
+  """The `classifier` field of a trained classifier's record, the same in every system: its schedule and its
+  input convention."""
+  return dict(schedule_record(schedule), input_mean=model.mean, input_std=model.std)
+
+
 def classifier_run(schedule: training.Schedule, model: classifier.Classifier, seed: int, image_size: int,
                    n_train: int, record: dict[str, Any], data_parallel: bool = False) -> Run:
   """The classifier's run on `n_train` examples, seeded by (seed, 'classifier') in every system that trains one,

@@ -144,12 +144,8 @@ network_purifier, load_network = network_lib.network_purifier, network_lib.load_
 
 def all_runs(exp: Experiment, ds: data_lib.Dataset) -> list[skeleton.Run]:
   """Every run of the experiment in training order: the classifier, each VQ-VAE kind, then the network purifier."""
-  runs = ([classifier_run(exp, ds)] + [r for kind in exp.vq.kinds for r in vqvae_runs(exp, kind, ds)]
+  return ([classifier_run(exp, ds)] + [r for kind in exp.vq.kinds for r in vqvae_runs(exp, kind, ds)]
           + ([network_lib.network_run(exp, ds)] if exp.network is not None else []))
-  for run in runs:
-    if run.batches is None:  # the network purifier's: its pairs are made once the classifier is trained
-      skeleton.check_batch(run.name, run.batch_size, len(ds.train_images))
-  return runs
 
 
 def train_all(exp: Experiment, workdir: str, stop_at: int | None = None, retrain: bool = False,

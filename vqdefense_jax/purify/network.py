@@ -55,10 +55,12 @@ def network_record(exp: "Experiment", ds: data_lib.Dataset) -> dict[str, Any]:
 
 
 def network_run(exp: "Experiment", ds: data_lib.Dataset) -> skeleton.Run:
-  """The network purifier's run (eval.purifiers lists it): `train_all` gives it its (FGSM, clean) pairs."""
-  spec = exp.network.spec
+  """The network purifier's run (eval.purifiers lists it): its batches index the training images, whose
+  (FGSM, clean) pairs `train_network` makes once the classifier is trained."""
+  spec, n = exp.network.spec, len(ds.train_images)
   return skeleton.Run(exp.network.name, spec.step, lambda: spec.init(exp.data.image_size), spec.steps,
-                      spec.batch_size, network_record(exp, ds), needs=("classifier",))
+                      spec.batch_size, network_record(exp, ds), needs=("classifier",),
+                      batches=skeleton.index_batches(exp.network.name, spec.step.seed, n, spec.batch_size))
 
 
 def _pairs_seed(exp: "Experiment", split: str) -> int:
@@ -72,10 +74,7 @@ def train_network(exp: "Experiment", run: skeleton.Run, workdir: str, ds: data_l
   attacked = lambda images, labels, split: exp.network.offer.pairs(
       cls_params, exp.classifier_model, images, labels, spec.epsilons, _pairs_seed(exp, split))
   consts = (jnp.asarray(attacked(ds.train_images, ds.train_labels, "train")), jnp.asarray(ds.train_images))
-  state = training.fit(run.step, run.init, training.IndexBatches(run.step.seed, len(ds.train_images), run.batch_size),
-                       num_steps=run.num_steps, ckpt_dir=run.directory(workdir), name=run.name, consts=consts,
-                       metrics=metrics, checkpoint_every=exp.loop.checkpoint_every, log_every=exp.loop.log_every,
-                       stop_at=stop_at, record=run.record)
+  state = skeleton.fit_run(run, workdir, consts, metrics, exp.loop, stop_at)
   x_adv = attacked(ds.test_images, ds.test_labels, "test")
   mse = lambda a: float(np.mean((a - ds.test_images) ** 2))
   restore = functools.partial(purify_with, network_purifier(exp), exp.network.offer.params(state))

@@ -63,13 +63,6 @@ def common_record(exp: "Experiment", ds: data_lib.Dataset) -> dict[str, Any]:
   return skeleton.common_record(exp.seed, exp.data, ds)
 
 
-def _schedule_record(s: training.Schedule) -> dict[str, Any]:
-  """`epochs`/`steps` are left out: they say where training ends, not what each step does, so a longer
-  schedule resumes from a finished checkpoint (bit-identically with training that long at once)."""
-  return dict(optimizer=s.optimizer, learning_rate=s.learning_rate, lr_decay_per_epoch=s.lr_decay_per_epoch,
-              batch_size=s.batch_size)
-
-
 def _input_record(exp: "Experiment") -> dict[str, float]:
   return dict(input_mean=exp.classifier_model.mean, input_std=exp.classifier_model.std)
 
@@ -79,7 +72,7 @@ def classifier_record(exp: "Experiment", ds: data_lib.Dataset) -> dict[str, Any]
     return dict(model="classifier", code_version=skeleton.CODE_VERSION, imported=exp.weights.record("classifier"),
                 data=dict(image_size=exp.data.image_size), classifier=_input_record(exp))
   return dict(model="classifier", **common_record(exp, ds),
-              classifier=dict(_schedule_record(exp.classifier), **_input_record(exp)))
+              classifier=skeleton.classifier_section(exp.classifier, exp.classifier_model))
 
 
 def vqvae_record(exp: "Experiment", ds: data_lib.Dataset, kind: VQKind, sizes) -> dict[str, Any]:
@@ -90,7 +83,7 @@ def vqvae_record(exp: "Experiment", ds: data_lib.Dataset, kind: VQKind, sizes) -
                 vqvae=dataclasses.asdict(exp.vq.model))
   r = dict(model=f"vqvae_{kind.name}", **common_record(exp, ds), tiles=kind.tiles, training=kind.training,
            codebook_sizes=list(sizes),
-           vqvae=dict(dataclasses.asdict(exp.vq.model), **_schedule_record(exp.vqvae_schedule)))
+           vqvae=dict(dataclasses.asdict(exp.vq.model), **skeleton.schedule_record(exp.vqvae_schedule)))
   if kind.adversarial:  # its inputs attack the classifier
     r.update(adversarial_epsilons=list(exp.vq.adversarial_epsilons), classifier=classifier_record(exp, ds))
   return r

@@ -34,11 +34,8 @@ def _common(exp: "Experiment", ds: data_lib.Dataset) -> dict[str, Any]:
 
 
 def classifier_record(exp: "Experiment", ds: data_lib.Dataset) -> dict[str, Any]:
-  s = exp.classifier
   return dict(model="classifier", **_common(exp, ds),
-              classifier=dict(optimizer=s.optimizer, learning_rate=s.learning_rate,
-                              lr_decay_per_epoch=s.lr_decay_per_epoch, batch_size=s.batch_size,
-                              input_mean=exp.classifier_model.mean, input_std=exp.classifier_model.std))
+              classifier=skeleton.classifier_section(exp.classifier, exp.classifier_model))
 
 
 def restorer_record(exp: "Experiment", ds: data_lib.Dataset, v: gan.Variant) -> dict[str, Any]:
