@@ -9,13 +9,13 @@ layer at 24×24: 16×16-pixel patches); 600 steps of batch 32 per restorer inste
 of configs/purify/quick.py (2 epochs). The variants are the document's model (CBAM, λ = 1), the same without
 CBAM, L1 only, and pix2pix's λ = 100.
 
-Measured (2-core CPU; timings 2026-11-25: train 4 min 20 s, evaluate 11 s; numbers regenerated 2026-12-07 with
+Measured (2-core CPU; timings 2026-11-25: train 4 min 20 s, evaluate 11 s; numbers regenerated 2026-12-08 with
 `python scripts/check_quoted_numbers.py --only restore`). Over the box, PSNR 12.53 dB and SSIM 0.568 for the
-mosaic; 15.58 / 0.808 restored by the CBAM restorer, 15.9-16.0 / 0.82-0.83 by the others. Over the whole image
+mosaic; 15.58 / 0.806 restored by the CBAM restorer, 15.9-16.0 / 0.82-0.83 by the others. Over the whole image
 the restorers (19.5-20.3 dB) are no better than the mosaic (20.17 dB): they blur a little outside the box.
-Grad-CAM concentration on the box 1.03 with CBAM, 1.05 without, 0.95 L1 only, 0.98 at λ = 100: at this size
-attention is not concentrated on the box (the document's claim is not reproduced). Classifier accuracy 0.982
-clean, 0.936 mosaicked, 0.934-0.948 restored; grey-box FGSM at ε = 0.2 gives 0.358, and 0.746 after the CBAM
+Grad-CAM concentration on the box 1.05 with CBAM, 1.05 without, 0.95 L1 only, 0.96 at λ = 100: at this size
+attention is not concentrated on the box (the document's claim is not reproduced). Classifier accuracy 0.984
+clean, 0.940 mosaicked, 0.938-0.944 restored; grey-box FGSM at ε = 0.2 gives 0.356, and 0.722 after the CBAM
 restorer (trained on mosaics only).
 """
 
